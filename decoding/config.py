@@ -1,0 +1,120 @@
+"""Decoding settings: one frozen, validated dataclass and the named presets users pick from.
+
+The decode loop reads these once to choose its strategy; nothing here is tested inside the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = ("codila", "codila-top1", "dlm")
+MODES = ("static", "dynamic")
+KV_CACHES = ("none", "prefix", "dual")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How one infill/completion is decoded.
+
+    method:
+        "codila"       - AR executor decodes blocks jointly from soft DLM marginals (the method).
+        "codila-top1"  - ablation: the AR sees the embedding of each position's argmax token only.
+        "dlm"          - baseline: the DLM alone commits tokens by its own confidence.
+    block_size:      B, tokens per AR block (codila methods). 2, 4 or 8 in the paper; any 1..16 accepted.
+    mode:            "static" commits exactly one block (B tokens) per iteration;
+                     "dynamic" commits the longest block prefix whose mean AR entropy is below `tau`.
+    tau:             dynamic threshold on mean per-token entropy, in nats.
+    scope:           candidate blocks considered per iteration, nearest the decoding frontier (paper: 10).
+    tokens_per_step: k for method "dlm": the k lowest-entropy masked positions are committed per step
+                     (k = 1 is Dream's own quality setting). Ignored when `confidence` is set.
+    confidence:      method "dlm" threshold mode: commit every masked position whose top probability is
+                     at least this (and at least the single most confident one). None = use tokens_per_step.
+    max_new_tokens:  N, the number of masked positions between prefix and suffix (a budget: unused
+                     positions become EOS and are dropped from the text).
+    temperature, top_p:        sampling of DLM tokens (temperature 0 = argmax).
+    ar_temperature, ar_top_p:  sampling inside the AR executor (paper: 0.1 and 0.8).
+    eos_penalty:     subtracted from the DLM's EOS logit before the softmax (0 = off). Counters EOS collapse.
+    eos_casting:     once an EOS is committed, every later masked position becomes EOS (Dream-Coder).
+    deadline_ms:     latency budget; the loop raises parallelism so the decode ends within it. None = off.
+    kv_cache:        "none" recomputes the whole canvas every iteration; "prefix" caches the prefix's keys
+                     and values, "dual" also the suffix's (approximate: refreshed every `cache_refresh`
+                     iterations). Large speedups on CPU, where the prefix dominates each forward pass.
+    cache_refresh:   iterations between full DLM forward passes when kv_cache is not "none".
+    seed:            seeds every sampler used by one decode; the same seed gives the same output.
+    """
+
+    method: str = "codila"
+    block_size: int = 4
+    mode: str = "dynamic"
+    tau: float = 0.5
+    scope: int = 10
+    tokens_per_step: int = 1
+    confidence: float | None = None
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    ar_temperature: float = 0.1
+    ar_top_p: float = 0.8
+    eos_penalty: float = 0.0
+    eos_casting: bool = True
+    deadline_ms: float | None = None
+    kv_cache: str = "none"
+    cache_refresh: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("method", self.method, METHODS)
+        _one_of("mode", self.mode, MODES)
+        _one_of("kv_cache", self.kv_cache, KV_CACHES)
+        _in_range("block_size", self.block_size, 1, 16, int)
+        _in_range("scope", self.scope, 1, 10_000, int)
+        _in_range("tokens_per_step", self.tokens_per_step, 1, 10_000, int)
+        _in_range("max_new_tokens", self.max_new_tokens, 1, 8192, int)
+        _in_range("cache_refresh", self.cache_refresh, 1, 10_000, int)
+        _in_range("tau", self.tau, 0.0, 100.0, (int, float))
+        _in_range("temperature", self.temperature, 0.0, 100.0, (int, float))
+        _in_range("ar_temperature", self.ar_temperature, 0.0, 100.0, (int, float))
+        _in_range("top_p", self.top_p, 1e-6, 1.0, (int, float))
+        _in_range("ar_top_p", self.ar_top_p, 1e-6, 1.0, (int, float))
+        _in_range("eos_penalty", self.eos_penalty, 0.0, 1e4, (int, float))
+        _in_range("seed", self.seed, 0, 2**63 - 1, int)
+        if self.confidence is not None:
+            _in_range("confidence", self.confidence, 0.0, 1.0, (int, float))
+        if self.deadline_ms is not None:
+            _in_range("deadline_ms", self.deadline_ms, 1.0, 3_600_000.0, (int, float))
+        if not isinstance(self.eos_casting, bool):
+            raise ValueError(f"eos_casting must be true or false, got {self.eos_casting!r}")
+
+    def replace(self, **changes: Any) -> "DecodeConfig":
+        """A copy with `changes` applied and validated (raises ValueError, leaving self untouched)."""
+        return dataclasses.replace(self, **changes)
+
+
+# Named presets for editor users: each sets several knobs at once. Values are starting points measured
+# with `python -m benchmarks.infill` on the default model (see MODEL_CARD.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": dict(method="codila", block_size=8, mode="dynamic", tau=1.0, kv_cache="dual"),
+    "balanced": dict(method="codila", block_size=4, mode="dynamic", tau=0.5, kv_cache="dual"),
+    "accurate": dict(method="codila", block_size=2, mode="dynamic", tau=0.2, kv_cache="none"),
+}
+
+
+def preset(name: str, **overrides: Any) -> DecodeConfig:
+    """DecodeConfig for preset `name` ("fast", "balanced", "accurate") with `overrides` on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return DecodeConfig(**{**PRESETS[name], **overrides})
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _in_range(name: str, value: Any, low: float, high: float, types: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}; got {value!r}")
