@@ -1,0 +1,332 @@
+"""The decode loop: infilling and completion alike (completion is infilling with an empty suffix).
+
+    decode(models, prefix_ids, suffix_ids, config) -> DecodeResult
+
+Each iteration:
+  1. DLM marginals: one forward pass over prefix + middle + suffix (marginals.py);
+  2. commit: the strategy chosen once per decode picks positions and tokens
+     - "codila" / "codila-top1": candidate blocks near the frontier are decoded jointly by the AR from
+       soft (or top-1) conditioning, then a static or dynamic rule commits by mean AR entropy (commit.py);
+     - "dlm": the DLM alone commits its k lowest-entropy positions, or every position above a confidence;
+  3. EOS casting, stats, the step callback; cancellation is checked before every iteration.
+The latency budget (budget.py) raises the minimum tokens per iteration so the decode ends by the deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property, partial
+from typing import Callable
+
+import torch
+
+from decoding.budget import make_budget
+from decoding.commit import (
+    above_confidence,
+    candidate_blocks,
+    cast_eos,
+    dynamic_commit,
+    lowest_entropy,
+    static_commit,
+)
+from decoding.config import DecodeConfig
+from decoding.executor import BlockExecutor, make_executor
+from decoding.marginals import Canvas, make_marginals_stage
+from decoding.models import ModelPair
+from decoding.sampling import Sampler, entropy, make_sampler
+from decoding.soft import align_probs, block_inputs
+
+
+class Cancelled(Exception):
+    """Raised by decode() when its `cancel` callable returns True (checked before every iteration)."""
+
+
+@dataclass
+class StepInfo:
+    """Reported to `on_step` after every iteration.
+
+    committed: tokens committed by this iteration (EOS-casting fill not counted); remaining: masked positions
+    left; positions/tokens: what was committed (middle indices, ids), e.g. to stream a partial completion.
+    """
+
+    iteration: int
+    committed: int
+    remaining: int
+    elapsed_s: float
+    positions: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DecodeStats:
+    """Counters and timings of one decode.
+
+    tokens: generated middle tokens (EOS and its fill excluded). committed_per_iteration: tokens each
+    iteration's rule committed. seconds = dlm_seconds (DLM forward passes incl. the marginal edits)
+    + ar_seconds (AR executor calls) + other_seconds (everything else: the decoder's own overhead).
+    """
+
+    dlm_forwards: int = 0
+    ar_calls: int = 0
+    ar_tokens: int = 0
+    iterations: int = 0
+    tokens: int = 0
+    committed_per_iteration: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    dlm_seconds: float = 0.0
+    ar_seconds: float = 0.0
+    other_seconds: float = 0.0
+    deadline_hit: bool = False
+
+    def as_dict(self) -> dict:
+        """JSON-ready. Adds tokens_per_iteration (mean committed per iteration) and nfe_per_token (DLM
+        forward passes per committed token; 1/B for static CoDiLA)."""
+        committed = sum(self.committed_per_iteration)
+        return {
+            **asdict(self),
+            "tokens_per_iteration": committed / self.iterations if self.iterations else 0.0,
+            "nfe_per_token": self.dlm_forwards / committed if committed else 0.0,
+            "tokens_per_second": self.tokens / self.seconds if self.seconds else 0.0,
+        }
+
+
+@dataclass
+class DecodeResult:
+    """text: the middle with EOS/pad removed; tokens: its ids; middle_ids: all N committed middle ids."""
+
+    text: str
+    tokens: list[int]
+    stats: DecodeStats
+    middle_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Marginals:
+    """The DLM's view this iteration. positions: (M,) masked middle indices; logits: (M, V) for them."""
+
+    positions: torch.Tensor
+    logits: torch.Tensor
+
+    @cached_property
+    def probs(self) -> torch.Tensor:
+        """(M, V) marginals at temperature 1 (what the AR executor was trained to read)."""
+        return torch.softmax(self.logits, dim=-1)
+
+    @cached_property
+    def entropy(self) -> torch.Tensor:
+        """(M,) DLM entropy per masked position, in nats (the DLM's own uncertainty)."""
+        return entropy(self.logits)
+
+
+# A strategy maps (middle (Npad,), open (Npad,), marginals, need, generator) -> (positions (K,), tokens (K,)).
+
+
+class BlockStrategy:
+    """CoDiLA: decode candidate blocks jointly with the AR, commit by the static or dynamic rule.
+
+    rule(entropies (nc, B), open (nc, B), need) -> commit mask (nc, B), or None for the k <= 1 DLM fallback.
+    """
+
+    def __init__(self, models: ModelPair, config: DecodeConfig, executor: BlockExecutor, rule: Callable,
+                 dlm_sampler: Sampler, stats: DecodeStats, ar_generator: torch.Generator | None, sync: Callable):
+        self.models = models
+        self.B = config.block_size
+        self.scope = config.scope
+        self.hard = config.method == "codila-top1"
+        self.executor = executor
+        self.rule = rule
+        self.dlm_sampler = dlm_sampler
+        self.stats = stats
+        self.ar_generator = ar_generator
+        self.sync = sync
+
+    def __call__(self, middle: torch.Tensor, open_: torch.Tensor, marg: Marginals, need: int,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, ar = self.B, self.models.ar
+        blocks = candidate_blocks(open_.view(-1, B), max(self.scope, math.ceil(need / B)))  # (nc,)
+        pos = blocks[:, None] * B + torch.arange(B, device=middle.device)  # (nc, B) middle index
+        block_open = open_[pos]  # (nc, B)
+        committed = torch.where(block_open, torch.full_like(pos, -1), middle[pos])  # (nc, B) id or -1
+        row_of = torch.zeros_like(middle)  # (Npad,) row of each masked position in marg
+        row_of[marg.positions] = torch.arange(marg.positions.numel(), device=middle.device)
+        rows = row_of[pos]  # (nc, B); committed positions point at row 0, unused (hard embedding)
+
+        probs = align_probs(marg.probs[rows], self.models.alignment)  # (nc, B, V_ar)
+        inputs = block_inputs(probs.to(ar.device), committed.to(ar.device), ar.embeddings, ar.open_id,
+                              ar.close_id, self.models.dlm.eos_id, hard=self.hard)  # (nc, B + 2, H)
+        t0 = time.perf_counter()
+        tokens, entropies = self.executor.decode_blocks(inputs, committed, self.ar_generator)  # (nc, B) each
+        self.sync()
+        self.stats.ar_seconds += time.perf_counter() - t0
+        self.stats.ar_calls += 1
+        self.stats.ar_tokens += tokens.numel()
+
+        mask = self.rule(entropies.to(block_open.device), block_open, need=need)  # (nc, B) or None
+        if mask is None:
+            return self._dlm_fallback(rows[block_open], marg, generator)
+        return pos[mask], tokens.to(middle.device)[mask]
+
+    def _dlm_fallback(self, rows: torch.Tensor, marg: Marginals, generator: torch.Generator | None):
+        """k <= 1: the DLM's most confident candidate position, its token sampled from the DLM marginal."""
+        best = rows[marg.entropy[rows].argmin()].view(1)  # (1,) row in marg
+        return marg.positions[best], self.dlm_sampler(marg.logits[best], generator)
+
+
+class DLMStrategy:
+    """DLM-only baseline: commit by the DLM's own confidence, tokens sampled from its marginals.
+
+    choose(marginals, need) -> rows (K,) of the masked positions to commit.
+    """
+
+    def __init__(self, choose: Callable[[Marginals, int], torch.Tensor], dlm_sampler: Sampler):
+        self.choose = choose
+        self.dlm_sampler = dlm_sampler
+
+    def __call__(self, middle, open_, marg: Marginals, need: int, generator):
+        rows = self.choose(marg, need)  # (K,)
+        return marg.positions[rows], self.dlm_sampler(marg.logits[rows], generator)
+
+
+def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
+                  ar_generator: torch.Generator | None, sync: Callable):
+    """The commit strategy for one decode; nothing below re-reads config.method or config.mode."""
+    dlm_sampler = make_sampler(config.temperature, config.top_p)
+    if config.method == "dlm":
+        if config.confidence is not None:
+            def choose(m: Marginals, need: int) -> torch.Tensor:
+                return above_confidence(m.probs.max(-1).values, config.confidence, need)
+        else:
+            def choose(m: Marginals, need: int) -> torch.Tensor:
+                return lowest_entropy(m.entropy, max(config.tokens_per_step, need))
+        return DLMStrategy(choose, dlm_sampler)
+    if config.mode == "static":
+        rule = static_commit
+    else:
+        rule = partial(dynamic_commit, tau=config.tau)
+    executor = make_executor(models, config.ar_temperature, config.ar_top_p, config.seed)
+    return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync)
+
+
+def decode(
+    models: ModelPair,
+    prefix_ids: list[int],
+    suffix_ids: list[int],
+    config: DecodeConfig,
+    *,
+    cancel: Callable[[], bool] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> DecodeResult:
+    """Fill `config.max_new_tokens` masked positions between prefix_ids and suffix_ids.
+
+    Raises ValueError for ids outside the DLM vocabulary or a mask id in the context, Cancelled when
+    `cancel()` returns True before an iteration. Same models + inputs + config (seed) -> same result.
+    """
+    start = time.perf_counter()
+    dlm = models.dlm
+    _check_ids("prefix_ids", prefix_ids, dlm.vocab_size, dlm.mask_id)
+    _check_ids("suffix_ids", suffix_ids, dlm.vocab_size, dlm.mask_id)
+    device = dlm.device
+    N, B, mask_id, eos_id = config.max_new_tokens, config.block_size, dlm.mask_id, dlm.eos_id
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    # middle state, padded to whole blocks with committed EOS (never part of the text)
+    middle = torch.full((math.ceil(N / B) * B,), eos_id, dtype=torch.long, device=device)  # (Npad,)
+    middle[:N] = mask_id
+    ids = torch.tensor([list(prefix_ids) + [mask_id] * N + list(suffix_ids)], dtype=torch.long, device=device)
+    canvas = Canvas(ids, start=len(prefix_ids), length=N)  # ids: (1, L)
+
+    stats = DecodeStats()
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    ar_device = models.ar.device
+    ar_generator = generator if ar_device == device else torch.Generator(device=ar_device).manual_seed(config.seed)
+    forward = make_marginals_stage(dlm, canvas, config.kv_cache, config.cache_refresh, config.eos_penalty)
+    strategy = make_strategy(models, config, stats, ar_generator, sync)
+    flush_sampler = make_sampler(config.temperature, config.top_p)
+    budget = make_budget(config.deadline_ms, start)
+
+    iteration = 0
+    while bool((open_ := middle == mask_id).any()):
+        if cancel is not None and cancel():
+            raise Cancelled(f"decode cancelled before iteration {iteration}")
+        t_iter = time.perf_counter()
+        remaining = int(open_.sum())
+        need, flush = budget.plan(remaining)
+
+        positions = open_[:N].nonzero().squeeze(-1)  # (M,) masked middle indices
+        t0 = time.perf_counter()
+        logits = forward(canvas, positions, iteration)  # (M, V)
+        sync()
+        stats.dlm_seconds += time.perf_counter() - t0
+        marg = Marginals(positions, logits)
+
+        if flush:  # out of time: commit every masked position from the current marginals
+            pos, tok = positions, flush_sampler(logits, generator)
+        else:
+            pos, tok = strategy(middle, open_, marg, need, generator)
+        # at least one token committed per iteration: the loop ends after at most N iterations
+        assert pos.numel() >= 1 and bool(open_[pos].all()), "an iteration must commit >= 1 masked position"
+        assert bool((tok != mask_id).all()), "the mask id is never committed"
+        middle[pos] = tok
+        if config.eos_casting:
+            cast_eos(middle, middle == mask_id, eos_id, N)
+        canvas.middle.copy_(middle[:N])
+
+        stats.committed_per_iteration.append(pos.numel())
+        budget.record(time.perf_counter() - t_iter)
+        iteration += 1
+        if on_step is not None:
+            on_step(StepInfo(iteration - 1, pos.numel(), int((middle == mask_id).sum()),
+                             time.perf_counter() - start, pos.tolist(), tok.tolist()))
+
+    stats.iterations = iteration
+    stats.dlm_forwards = forward.forwards
+    stats.deadline_hit = budget.hit
+    middle_ids = middle[:N].tolist()
+    drop = {eos_id, dlm.tokenizer.pad_token_id}
+    tokens = [t for t in middle_ids if t not in drop]
+    stats.tokens = len(tokens)
+    text = dlm.tokenizer.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    stats.seconds = time.perf_counter() - start
+    stats.other_seconds = stats.seconds - stats.dlm_seconds - stats.ar_seconds
+    return DecodeResult(text, tokens, stats, middle_ids)
+
+
+def infill(
+    models: ModelPair,
+    prefix: str,
+    suffix: str,
+    config: DecodeConfig,
+    *,
+    max_prefix_tokens: int | None = None,
+    max_suffix_tokens: int | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> DecodeResult:
+    """Text in, middle text out. Keeps the LAST max_prefix_tokens of the prefix and the FIRST
+    max_suffix_tokens of the suffix (None = all). Completion: suffix "".
+    """
+    tok = models.dlm.tokenizer
+    prefix_ids = tok.encode(prefix, add_special_tokens=False)
+    suffix_ids = tok.encode(suffix, add_special_tokens=False)
+    if max_prefix_tokens is not None:
+        _check_limit("max_prefix_tokens", max_prefix_tokens)
+        prefix_ids = prefix_ids[-max_prefix_tokens:] if max_prefix_tokens else []
+    if max_suffix_tokens is not None:
+        _check_limit("max_suffix_tokens", max_suffix_tokens)
+        suffix_ids = suffix_ids[:max_suffix_tokens]
+    return decode(models, prefix_ids, suffix_ids, config, cancel=cancel, on_step=on_step)
+
+
+def _check_ids(name: str, ids: list[int], vocab: int, mask_id: int) -> None:
+    for t in ids:
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+            raise ValueError(f"{name} must be token ids in [0, {vocab}); got {t!r}")
+        if t == mask_id:
+            raise ValueError(f"{name} contains the mask id {mask_id}; the context must be plain text")
+
+
+def _check_limit(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer or None; got {value!r}")
