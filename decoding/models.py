@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -82,12 +83,15 @@ class ExecutorLM:
     """The small causal AR that decodes one block of B tokens from soft DLM marginals.
 
     open_id / close_id: the boundary tokens around the soft embeddings (`<think>` / `</think>` for Qwen3).
+    vllm_engine: a `vllm.LLM` serving the same weights when the vLLM backend was chosen (load_models
+    ar_backend="vllm"); the torch model then only provides the embedding matrix.
     """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     open_id: int
     close_id: int
+    vllm_engine: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -193,10 +197,22 @@ def load_models(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     boundary_tokens: tuple[str, str] = ("<think>", "</think>"),
+    ar_backend: str = "torch",
 ) -> ModelPair:
-    """Load DLM + AR (the shipped default model for a path left as None) and align their vocabularies."""
+    """Load DLM + AR (the shipped default model for a path left as None) and align their vocabularies.
+
+    ar_backend: "torch" runs the AR executor with transformers; "vllm" also starts a vLLM engine on the AR
+    folder (GPU, vLLM >= 0.11; imported only here).
+    """
+    if ar_backend not in ("torch", "vllm"):
+        raise ValueError(f"ar_backend must be torch or vllm; got {ar_backend!r}")
     dlm = load_dlm(dlm_path or DEFAULT_MODEL_DIR / "dlm", device, dtype, trust_remote_code)
     ar = load_ar(ar_path or DEFAULT_MODEL_DIR / "ar", device, dtype, trust_remote_code, boundary_tokens)
+    if ar_backend == "vllm":
+        from decoding.executor import load_vllm_engine
+
+        ar.vllm_engine = load_vllm_engine(str(ar_path or DEFAULT_MODEL_DIR / "ar"), dtype=dtype,
+                                          trust_remote_code=trust_remote_code)
     alignment = VocabAlignment.from_tokenizers(
         dlm.tokenizer, ar.tokenizer, dlm_vocab=dlm.vocab_size, ar_vocab=ar.embeddings.shape[0],
         exclude=(dlm.mask_id, *_bos_ids(dlm)),
