@@ -7,7 +7,7 @@
 """
 
 from decoding.config import PRESETS, DecodeConfig, preset
-from decoding.decode import Cancelled, DecodeResult, DecodeStats, StepInfo, decode, infill
+from decoding.loop import Cancelled, DecodeResult, DecodeStats, StepInfo, decode, infill
 from decoding.models import ModelPair, default_model_dir, load_models
 
 __all__ = [

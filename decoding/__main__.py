@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         stdin_used = [False]
         prefix = _read(args.prefix_file, args.prefix, stdin_used)
         suffix = _read(args.suffix_file, args.suffix, stdin_used)
-        from decoding.decode import infill
+        from decoding.loop import infill
         from decoding.models import load_models
 
         log.info("config: %s", json.dumps(dataclasses.asdict(config)))

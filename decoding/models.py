@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from decoding.soft import VocabAlignment
@@ -145,9 +145,9 @@ def load_dlm(
         config = Qwen2Config(**{k: v for k, v in raw.items() if k not in _DREAM_ONLY_KEYS})
         model, info = Qwen2ForCausalLM.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
     else:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
-        )
+        # Dream's auto_map names only AutoModel (DreamModel, which carries the lm_head)
+        auto = AutoModel if is_dream else AutoModelForCausalLM
+        model, info = auto.from_pretrained(path, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs)
     _check_loading(path, info)
     make_bidirectional(model)
     model.to(dev).eval()
