@@ -1,0 +1,678 @@
+--- *codila* Local multi-line completions and infilling from the CoDiLA language server
+---
+--- Starts `python -m lsp_server` with |vim.lsp.start()| for the configured filetypes and shows its
+--- `textDocument/inlineCompletion` answers as ghost text:
+--- - Neovim 0.12+: through the built-in |vim.lsp.inline_completion|;
+--- - Neovim 0.10 and 0.11: rendered here with extmarks (first line inline, the rest as virtual lines),
+---   requested after a debounce in Insert mode. Every request carries an id; a result is shown only if it
+---   answers the newest request and the buffer and cursor have not changed since it was sent.
+---
+--- Also: |:CodilaInfill| (rewrite a visual selection through `codila.infillSelection`), |:CodilaTrain|,
+--- the server's `codila/status` in |Codila.status()|, and |:checkhealth| codila.
+---
+--- Setup: `require('codila').setup({})` (see |Codila.config|).
+
+local Codila = {}
+local H = {}
+
+--- Set up the plugin.
+---
+---@param config table|nil Module config table. See |Codila.config|.
+Codila.setup = function(config)
+  _G.Codila = Codila
+
+  config = H.setup_config(config)
+  H.apply_config(config)
+  H.create_autocommands()
+  H.create_default_hl()
+end
+
+--- Module config. Default values (see |Codila.config|):
+Codila.config = {
+  -- Command that starts the server; nil = { python, '-m', 'lsp_server' }.
+  cmd = nil,
+  -- Python interpreter with the server installed; nil = 'python3' ('python' on Windows).
+  python = nil,
+  -- Extra environment for the server process, e.g. { CUDA_VISIBLE_DEVICES = '0' }.
+  cmd_env = nil,
+  -- Filetypes the server attaches to.
+  filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust', 'c', 'cpp' },
+  -- Files or folders that mark a project root (the current directory if none is found).
+  root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
+  -- Server settings (section "codila"); unset = the server's default. See |codila-settings|.
+  settings = {},
+
+  ghost_text = {
+    enable = true,
+    -- 'auto': the built-in vim.lsp.inline_completion on Neovim 0.12+, this plugin's renderer before.
+    -- true: require the built-in one; false: always this plugin's renderer.
+    native = 'auto',
+    -- Milliseconds of typing pause before a request (this plugin's renderer only).
+    debounce_ms = 75,
+  },
+
+  -- Insert-mode keys (buffer-local, only where the server is attached); '' to not map.
+  mappings = {
+    -- Accept the suggestion; without one the key does what it normally does.
+    accept = '<Tab>',
+    -- Hide the suggestion.
+    dismiss = '<C-]>',
+  },
+
+  -- Do not show informational messages (errors still show).
+  silent = false,
+}
+
+-- Public API -----------------------------------------------------------------
+
+--- Start (or reuse) the server for a buffer. Called by the |FileType| autocommand.
+---
+---@param buf_id integer|nil Buffer; default current.
+---@return integer|nil Client id.
+Codila.start = function(buf_id)
+  buf_id = H.resolve_buf(buf_id)
+  if vim.bo[buf_id].buftype ~= '' then return nil end
+  local config = H.get_config()
+  local capabilities = vim.lsp.protocol.make_client_capabilities()
+  capabilities.textDocument = capabilities.textDocument or {}
+  capabilities.textDocument.inlineCompletion = capabilities.textDocument.inlineCompletion
+    or { dynamicRegistration = false }
+  local root = H.find_root(buf_id, config.root_markers)
+  return vim.lsp.start({
+    name = H.client_name,
+    cmd = H.server_cmd(config),
+    cmd_env = config.cmd_env,
+    root_dir = root,
+    workspace_folders = { { uri = vim.uri_from_fname(root), name = root } },
+    init_options = H.server_settings,
+    settings = { codila = H.server_settings },
+    capabilities = capabilities,
+    handlers = { ['codila/status'] = H.on_status },
+    on_attach = H.on_attach,
+    on_exit = H.on_exit,
+  }, { bufnr = buf_id })
+end
+
+--- Change server settings at run time: validated, merged into the current ones and sent with
+--- `workspace/didChangeConfiguration`. Invalid values are reported and left out.
+---
+---@param settings table Server settings, e.g. `{ preset = 'fast' }`.
+Codila.set_settings = function(settings)
+  H.server_settings = vim.tbl_extend('force', H.server_settings, H.validate_settings(settings))
+  for _, client in ipairs(H.get_clients()) do
+    client.settings = { codila = H.server_settings }
+    H.notify_client(client, 'workspace/didChangeConfiguration', { settings = client.settings })
+  end
+end
+
+--- Accept the shown suggestion.
+---
+---@param buf_id integer|nil Buffer; default current.
+---@return boolean Whether a suggestion was accepted.
+Codila.accept = function(buf_id)
+  buf_id = H.resolve_buf(buf_id)
+  if H.uses_native() then return vim.lsp.inline_completion.get({ bufnr = buf_id }) == true end
+  local state = H.buf_state[buf_id]
+  local suggestion = state and state.suggestion
+  if suggestion == nil then return false end
+  H.dismiss(buf_id)
+
+  local lines = vim.split(suggestion.text, '\n', { plain = true })
+  local r = suggestion.range
+  vim.api.nvim_buf_set_text(buf_id, r[1], r[2], r[3], r[4], lines)
+  local end_row = r[1] + #lines - 1
+  local end_col = (#lines == 1 and r[2] or 0) + #lines[#lines]
+  local win = vim.fn.bufwinid(buf_id)
+  if win ~= -1 then vim.api.nvim_win_set_cursor(win, { end_row + 1, end_col }) end
+
+  if suggestion.command ~= nil then
+    local client = vim.lsp.get_client_by_id(suggestion.client_id)
+    if client ~= nil then H.request(client, 'workspace/executeCommand', suggestion.command, function() end, buf_id) end
+  end
+  return true
+end
+
+--- Hide the shown suggestion and cancel the request in flight.
+---
+---@param buf_id integer|nil Buffer; default current.
+Codila.dismiss = function(buf_id)
+  buf_id = H.resolve_buf(buf_id)
+  H.cancel(buf_id)
+  H.dismiss(buf_id)
+end
+
+--- Ask for a suggestion at the cursor now (no debounce).
+---
+---@param buf_id integer|nil Buffer; default current.
+Codila.suggest = function(buf_id)
+  buf_id = H.resolve_buf(buf_id)
+  if H.uses_native() then return vim.lsp.inline_completion.get({ bufnr = buf_id }) end
+  H.send_inline_request(buf_id, H.trigger_kind.invoked)
+end
+
+--- The suggestion shown in a buffer (this plugin's renderer), or nil.
+---
+---@param buf_id integer|nil Buffer; default current.
+---@return table|nil `{ text = string, range = { row, col, end_row, end_col } }` (0-based, bytes).
+Codila.get_suggestion = function(buf_id)
+  local state = H.buf_state[H.resolve_buf(buf_id)]
+  if state == nil or state.suggestion == nil then return nil end
+  return { text = state.suggestion.text, range = vim.deepcopy(state.suggestion.range) }
+end
+
+--- Rewrite a range through the server's `codila.infillSelection`; the server applies the edit
+--- (`workspace/applyEdit`).
+---
+---@param buf_id integer|nil Buffer; default current.
+---@param range table `{ start_row, start_col, end_row, end_col }`: 0-based, byte columns, end exclusive.
+---@param on_done function|nil Called with (err) when the server has answered.
+Codila.infill = function(buf_id, range, on_done)
+  buf_id = H.resolve_buf(buf_id)
+  on_done = on_done or function() end
+  local client = H.get_clients(buf_id)[1]
+  if client == nil then
+    H.message('no server attached to this buffer', 'WARN')
+    return on_done('no server')
+  end
+  local enc = client.offset_encoding
+  local lsp_range = {
+    start = { line = range[1], character = H.lsp_character(buf_id, range[1], range[2], enc) },
+    ['end'] = { line = range[3], character = H.lsp_character(buf_id, range[3], range[4], enc) },
+  }
+  local command = { command = 'codila.infillSelection', arguments = { vim.uri_from_bufnr(buf_id), lsp_range } }
+  H.status_override = 'infilling'
+  H.refresh_status()
+  H.request(client, 'workspace/executeCommand', command, function(err)
+    H.status_override = nil
+    H.refresh_status()
+    if err ~= nil then H.message('infill failed: ' .. (err.message or vim.inspect(err)), 'ERROR') end
+    on_done(err)
+  end, buf_id)
+end
+
+--- Ask the server to train on the workspace (`codila.trainOnWorkspace`).
+Codila.train = function()
+  local client = H.get_clients()[1]
+  if client == nil then return H.message('no server running', 'WARN') end
+  local folders = vim.tbl_map(function(f) return f.uri end, client.workspace_folders or {})
+  H.request(client, 'workspace/executeCommand', { command = 'codila.trainOnWorkspace', arguments = folders },
+    function(err)
+      if err ~= nil then H.message('training failed: ' .. (err.message or vim.inspect(err)), 'ERROR') end
+    end)
+end
+
+--- Short server state for a statusline: '' without a server, else e.g. 'codila: ready 84ms'.
+---
+---@return string
+Codila.status = function()
+  if #H.get_clients() == 0 then return '' end
+  if H.status_override ~= nil then return 'codila: ' .. H.status_override end
+  local s = H.status
+  if s == nil then return 'codila: starting' end
+  local state = s.state == 'loading' and 'loading model' or s.state
+  if s.state == 'ready' and type(s.lastLatencyMs) == 'number' then
+    return string.format('codila: ready %dms', math.floor(s.lastLatencyMs + 0.5))
+  end
+  return 'codila: ' .. state
+end
+
+--- The last `codila/status` the server sent (`{ state, message, lastLatencyMs }`), or nil.
+---
+---@return table|nil
+Codila.get_status = function() return H.status and vim.deepcopy(H.status) or nil end
+
+-- Helper data ----------------------------------------------------------------
+H.default_config = vim.deepcopy(Codila.config)
+
+H.client_name = 'codila'
+
+H.ns_id = vim.api.nvim_create_namespace('codila')
+
+H.trigger_kind = { invoked = 1, automatic = 2 }
+
+-- Per buffer: { timer, pending = { id, client, lsp_id }, latest = id, suggestion, extmark }
+H.buf_state = {}
+
+-- Every inline request gets the next id; a result for an older id is stale.
+H.request_counter = 0
+
+H.server_settings = {}
+
+H.status = nil
+
+H.status_override = nil
+
+-- Server settings (section "codila"): the same names, types and ranges as the server and the VS Code
+-- extension's package.json. `nullable` = `vim.NIL` means "the preset's value" / "the default model".
+H.settings_schema = {
+  preset = { type = 'string', enum = { 'fast', 'balanced', 'accurate' } },
+  dlmPath = { type = 'string', nullable = true },
+  arPath = { type = 'string', nullable = true },
+  device = { type = 'string', pattern = { '^auto$', '^cpu$', '^cuda$', '^cuda:%d+$' } },
+  dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16' } },
+  arBackend = { type = 'string', enum = { 'torch', 'vllm' } },
+  trustRemoteCode = { type = 'boolean' },
+  method = { type = 'string', enum = { 'codila', 'codila-top1', 'dlm' }, nullable = true },
+  blockSize = { type = 'integer', min = 1, max = 16, nullable = true },
+  mode = { type = 'string', enum = { 'static', 'dynamic' }, nullable = true },
+  tau = { type = 'number', min = 0, nullable = true },
+  scope = { type = 'integer', min = 1 },
+  temperature = { type = 'number', min = 0 },
+  topP = { type = 'number', exclusive_min = 0, max = 1 },
+  maxNewTokens = { type = 'integer', min = 1, max = 1024 },
+  contextTokens = { type = 'integer', min = 16 },
+  latencyBudgetMs = { type = 'number', min = 0 },
+  debounceMs = { type = 'integer', min = 0 },
+  syntaxCheck = { type = 'string', enum = { 'off', 'trim', 'reject' } },
+  kvCache = { type = 'string', enum = { 'none', 'prefix', 'dual' }, nullable = true },
+  logLevel = { type = 'string', enum = { 'debug', 'info', 'warning', 'error' } },
+}
+
+-- Helper functionality =======================================================
+-- Settings -------------------------------------------------------------------
+H.setup_config = function(config)
+  H.check_type('config', config, 'table', true)
+  config = vim.tbl_deep_extend('force', vim.deepcopy(H.default_config), config or {})
+
+  H.check_type('cmd', config.cmd, 'table', true)
+  H.check_type('python', config.python, 'string', true)
+  H.check_type('cmd_env', config.cmd_env, 'table', true)
+  H.check_type('filetypes', config.filetypes, 'table')
+  H.check_type('root_markers', config.root_markers, 'table')
+  H.check_type('settings', config.settings, 'table')
+  H.check_type('ghost_text', config.ghost_text, 'table')
+  H.check_type('ghost_text.enable', config.ghost_text.enable, 'boolean')
+  if not vim.tbl_contains({ 'auto', true, false }, config.ghost_text.native) then
+    H.error('`ghost_text.native` should be "auto", true or false, not ' .. vim.inspect(config.ghost_text.native))
+  end
+  H.check_type('ghost_text.debounce_ms', config.ghost_text.debounce_ms, 'number')
+  H.check_type('mappings', config.mappings, 'table')
+  H.check_type('mappings.accept', config.mappings.accept, 'string')
+  H.check_type('mappings.dismiss', config.mappings.dismiss, 'string')
+  H.check_type('silent', config.silent, 'boolean')
+  if config.ghost_text.native == true and not H.has_native() then
+    H.error('`ghost_text.native = true` needs Neovim 0.12+ (vim.lsp.inline_completion)')
+  end
+  return config
+end
+
+H.apply_config = function(config)
+  Codila.config = config
+  H.server_settings = H.validate_settings(config.settings)
+end
+
+H.get_config = function() return Codila.config end
+
+--- Valid settings only; each invalid one gives a message and is left out (the server keeps its default).
+H.validate_settings = function(settings)
+  local valid = {}
+  for key, value in pairs(settings) do
+    local problem = H.check_setting(key, value)
+    if problem == nil then
+      valid[key] = value
+    else
+      H.message(string.format('settings.%s %s; using the server default', key, problem), 'WARN')
+    end
+  end
+  return valid
+end
+
+--- Why a server setting is invalid, or nil.
+H.check_setting = function(key, value)
+  local schema = H.settings_schema[key]
+  if schema == nil then
+    local names = vim.tbl_keys(H.settings_schema)
+    table.sort(names)
+    return 'is not a setting (known: ' .. table.concat(names, ', ') .. ')'
+  end
+  if value == vim.NIL then return schema.nullable and nil or 'cannot be null' end
+  local shown = vim.inspect(value)
+  if schema.type == 'integer' then
+    if type(value) ~= 'number' or value % 1 ~= 0 then return 'must be an integer, got ' .. shown end
+  elseif type(value) ~= schema.type then
+    return 'must be a ' .. schema.type .. ', got ' .. shown
+  end
+  if schema.enum ~= nil and not vim.tbl_contains(schema.enum, value) then
+    return 'must be one of ' .. table.concat(schema.enum, ', ') .. ', got ' .. shown
+  end
+  if schema.min ~= nil and value < schema.min then return 'must be >= ' .. schema.min .. ', got ' .. shown end
+  if schema.exclusive_min ~= nil and value <= schema.exclusive_min then
+    return 'must be > ' .. schema.exclusive_min .. ', got ' .. shown
+  end
+  if schema.max ~= nil and value > schema.max then return 'must be <= ' .. schema.max .. ', got ' .. shown end
+  if schema.pattern ~= nil then
+    local matches = vim.tbl_filter(function(p) return value:match(p) ~= nil end, schema.pattern)
+    if #matches == 0 then return 'must be auto, cpu, cuda or cuda:N, got ' .. shown end
+  end
+  return nil
+end
+
+-- Autocommands ---------------------------------------------------------------
+H.create_autocommands = function()
+  local gr = vim.api.nvim_create_augroup('Codila', {})
+  local au = function(event, pattern, callback, desc)
+    vim.api.nvim_create_autocmd(event, { group = gr, pattern = pattern, callback = callback, desc = desc })
+  end
+  au('FileType', Codila.config.filetypes, function(args) Codila.start(args.buf) end, 'Start the CoDiLA server')
+  -- Buffers whose filetype was set before setup() ran.
+  for _, buf_id in ipairs(vim.api.nvim_list_bufs()) do
+    if vim.api.nvim_buf_is_loaded(buf_id) and vim.tbl_contains(Codila.config.filetypes, vim.bo[buf_id].filetype) then
+      Codila.start(buf_id)
+    end
+  end
+end
+
+H.create_default_hl = function()
+  vim.api.nvim_set_hl(0, 'CodilaSuggestion', { default = true, link = 'Comment' })
+end
+
+H.attach_autocommands = function(buf_id)
+  local gr = vim.api.nvim_create_augroup('CodilaBuffer' .. buf_id, {})
+  local au = function(event, callback, desc)
+    vim.api.nvim_create_autocmd(event, { group = gr, buffer = buf_id, callback = callback, desc = desc })
+  end
+  au('TextChangedI', function() H.on_text_changed(buf_id) end, 'Request a CoDiLA suggestion')
+  au('CursorMovedI', function() H.on_cursor_moved(buf_id) end, 'Hide a CoDiLA suggestion the cursor left')
+  au({ 'InsertLeave', 'BufLeave' }, function() Codila.dismiss(buf_id) end, 'Hide the CoDiLA suggestion')
+  au('BufWipeout', function() H.detach(buf_id) end, 'Forget CoDiLA state')
+end
+
+-- LSP client -----------------------------------------------------------------
+H.server_cmd = function(config)
+  if config.cmd ~= nil then return config.cmd end
+  local python = config.python or (vim.fn.has('win32') == 1 and 'python' or 'python3')
+  return { python, '-m', 'lsp_server' }
+end
+
+H.find_root = function(buf_id, markers)
+  local root = vim.fs.root(buf_id, markers)
+  return root or vim.fn.getcwd()
+end
+
+H.get_clients = function(buf_id) return vim.lsp.get_clients({ name = H.client_name, bufnr = buf_id }) end
+
+H.has_native = function() return vim.lsp.inline_completion ~= nil and vim.fn.has('nvim-0.12') == 1 end
+
+H.uses_native = function()
+  local native = Codila.config.ghost_text.native
+  return native == true or (native == 'auto' and H.has_native())
+end
+
+H.on_attach = function(client, buf_id)
+  local config = Codila.config
+  if config.ghost_text.enable then
+    if H.uses_native() then
+      vim.lsp.inline_completion.enable(true, { bufnr = buf_id, client_id = client.id })
+    elseif H.buf_state[buf_id] == nil then
+      H.buf_state[buf_id] = {}
+      H.attach_autocommands(buf_id)
+    end
+  end
+  H.map_keys(buf_id)
+end
+
+H.on_exit = function(code, signal)
+  if code ~= 0 then H.message(string.format('server exited (code %d, signal %d); see :LspLog', code, signal), 'ERROR') end
+  H.status = nil
+  H.refresh_status()
+end
+
+H.detach = function(buf_id)
+  Codila.dismiss(buf_id)
+  local state = H.buf_state[buf_id]
+  if state ~= nil and state.timer ~= nil then state.timer:close() end
+  H.buf_state[buf_id] = nil
+end
+
+H.map_keys = function(buf_id)
+  local mappings = Codila.config.mappings
+  if mappings.accept ~= '' then
+    -- Without a suggestion (or with the popup menu open) the key is fed back unmapped.
+    local rhs = function()
+      if vim.fn.pumvisible() == 0 and H.has_suggestion(buf_id) then
+        return '<Cmd>lua require("codila").accept()<CR>'
+      end
+      return mappings.accept
+    end
+    vim.keymap.set('i', mappings.accept, rhs, { buffer = buf_id, expr = true, desc = 'Accept the CoDiLA suggestion' })
+  end
+  if mappings.dismiss ~= '' then
+    vim.keymap.set('i', mappings.dismiss, function() Codila.dismiss(buf_id) end,
+      { buffer = buf_id, desc = 'Dismiss the CoDiLA suggestion' })
+  end
+end
+
+H.has_suggestion = function(buf_id)
+  if H.uses_native() then return true end
+  local state = H.buf_state[buf_id]
+  return state ~= nil and state.suggestion ~= nil
+end
+
+-- Neovim 0.11 made client methods take `self`; 0.10 used plain fields.
+H.request = function(client, method, params, handler, buf_id)
+  if vim.fn.has('nvim-0.11') == 1 then return client:request(method, params, handler, buf_id) end
+  return client.request(method, params, handler, buf_id)
+end
+
+H.notify_client = function(client, method, params)
+  if vim.fn.has('nvim-0.11') == 1 then return client:notify(method, params) end
+  return client.notify(method, params)
+end
+
+H.is_stopped = function(client)
+  if vim.fn.has('nvim-0.11') == 1 then return client:is_stopped() end
+  return client.is_stopped()
+end
+
+H.cancel_request = function(client, lsp_id)
+  if vim.fn.has('nvim-0.11') == 1 then return client:cancel_request(lsp_id) end
+  return client.cancel_request(lsp_id)
+end
+
+-- Ghost text (Neovim < 0.12) -------------------------------------------------
+H.on_text_changed = function(buf_id)
+  local state = H.buf_state[buf_id]
+  if state == nil then return end
+  Codila.dismiss(buf_id)
+  state.timer = state.timer or vim.uv.new_timer()
+  state.timer:stop()
+  state.timer:start(Codila.config.ghost_text.debounce_ms, 0, vim.schedule_wrap(function()
+    if vim.api.nvim_buf_is_valid(buf_id) and vim.api.nvim_get_current_buf() == buf_id and H.in_insert_mode() then
+      H.send_inline_request(buf_id, H.trigger_kind.automatic)
+    end
+  end))
+end
+
+H.on_cursor_moved = function(buf_id)
+  local state = H.buf_state[buf_id]
+  if state == nil or state.suggestion == nil then return end
+  if not vim.deep_equal(vim.api.nvim_win_get_cursor(0), state.suggestion.cursor) then H.dismiss(buf_id) end
+end
+
+H.in_insert_mode = function() return vim.api.nvim_get_mode().mode:sub(1, 1) == 'i' end
+
+--- Send `textDocument/inlineCompletion` for the cursor; the previous request of the buffer is cancelled.
+H.send_inline_request = function(buf_id, trigger_kind)
+  local state = H.buf_state[buf_id]
+  local client = H.get_clients(buf_id)[1]
+  if state == nil or client == nil then return end
+  H.cancel(buf_id)
+  H.dismiss(buf_id)
+
+  H.request_counter = H.request_counter + 1
+  local id = H.request_counter
+  local sent = {
+    id = id,
+    tick = vim.api.nvim_buf_get_changedtick(buf_id),
+    cursor = vim.api.nvim_win_get_cursor(0),
+  }
+  local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+  params.context = { triggerKind = trigger_kind }
+  state.latest = id
+  local ok, lsp_id = H.request(client, 'textDocument/inlineCompletion', params, function(err, result)
+    H.on_inline_result(buf_id, client, sent, err, result)
+  end, buf_id)
+  if ok and lsp_id ~= nil and state.latest == id then state.pending = { id = id, client = client, lsp_id = lsp_id } end
+end
+
+H.on_inline_result = function(buf_id, client, sent, err, result)
+  local state = H.buf_state[buf_id]
+  if state == nil then return end
+  if state.pending ~= nil and state.pending.id == sent.id then state.pending = nil end
+  -- Stale: a newer request was sent, or the text or cursor moved since this one was.
+  if state.latest ~= sent.id then return end
+  if not vim.api.nvim_buf_is_valid(buf_id) or vim.api.nvim_buf_get_changedtick(buf_id) ~= sent.tick then return end
+  if vim.api.nvim_get_current_buf() ~= buf_id or not H.in_insert_mode() then return end
+  if not vim.deep_equal(vim.api.nvim_win_get_cursor(0), sent.cursor) then return end
+  if err ~= nil then
+    -- RequestCancelled / ContentModified are normal while typing.
+    if err.code ~= -32800 and err.code ~= -32801 then H.message('completion failed: ' .. (err.message or ''), 'WARN') end
+    return
+  end
+  local items = result and (result.items or result) or {}
+  for _, item in ipairs(items) do
+    local suggestion = H.make_suggestion(buf_id, client, item, sent.cursor)
+    if suggestion ~= nil then return H.show(buf_id, suggestion) end
+  end
+end
+
+--- A displayable suggestion from an InlineCompletionItem, or nil when it cannot be shown as an insertion
+--- at the cursor.
+H.make_suggestion = function(buf_id, client, item, cursor)
+  local text = item.insertText
+  if type(text) == 'table' then text = text.value end
+  if type(text) ~= 'string' then return nil end
+  local row, col = cursor[1] - 1, cursor[2]
+  local range = { row, col, row, col }
+  if item.range ~= nil then
+    local enc = client.offset_encoding
+    local s, e = item.range.start, item.range['end']
+    range = { s.line, H.byte_col(buf_id, s.line, s.character, enc), e.line, H.byte_col(buf_id, e.line, e.character, enc) }
+  end
+  -- The ghost text starts at the cursor: what the range covers before the cursor must already be typed.
+  if range[1] ~= row or range[2] > col then return nil end
+  local typed = vim.api.nvim_buf_get_lines(buf_id, row, row + 1, true)[1]:sub(range[2] + 1, col)
+  if text:sub(1, #typed) ~= typed then return nil end
+  local ghost = text:sub(#typed + 1)
+  if ghost == '' then return nil end
+  return { text = text, ghost = ghost, range = range, cursor = cursor, command = item.command, client_id = client.id }
+end
+
+H.show = function(buf_id, suggestion)
+  local state = H.buf_state[buf_id]
+  local lines = vim.split(suggestion.ghost, '\n', { plain = true })
+  local virt_lines = {}
+  for i = 2, #lines do
+    virt_lines[#virt_lines + 1] = { { lines[i], 'CodilaSuggestion' } }
+  end
+  local row, col = suggestion.cursor[1] - 1, suggestion.cursor[2]
+  state.extmark = vim.api.nvim_buf_set_extmark(buf_id, H.ns_id, row, col, {
+    virt_text = { { lines[1], 'CodilaSuggestion' } },
+    virt_text_pos = 'inline',
+    virt_lines = #virt_lines > 0 and virt_lines or nil,
+    hl_mode = 'combine',
+  })
+  state.suggestion = suggestion
+  vim.api.nvim_exec_autocmds('User', { pattern = 'CodilaSuggestion', modeline = false,
+    data = { buf = buf_id, text = suggestion.text, range = vim.deepcopy(suggestion.range) } })
+end
+
+H.dismiss = function(buf_id)
+  local state = H.buf_state[buf_id]
+  if state == nil then return end
+  if state.extmark ~= nil and vim.api.nvim_buf_is_valid(buf_id) then
+    vim.api.nvim_buf_del_extmark(buf_id, H.ns_id, state.extmark)
+  end
+  state.extmark, state.suggestion = nil, nil
+end
+
+H.cancel = function(buf_id)
+  local state = H.buf_state[buf_id]
+  if state == nil then return end
+  if state.timer ~= nil then state.timer:stop() end
+  -- A newer id makes any answer still on its way stale, even if the server ignores the cancel.
+  state.latest = nil
+  local pending = state.pending
+  state.pending = nil
+  if pending ~= nil and not H.is_stopped(pending.client) then H.cancel_request(pending.client, pending.lsp_id) end
+end
+
+-- Positions ------------------------------------------------------------------
+H.line = function(buf_id, row) return vim.api.nvim_buf_get_lines(buf_id, row, row + 1, false)[1] or '' end
+
+--- LSP character (in the client's encoding) -> byte column.
+H.byte_col = function(buf_id, row, character, encoding)
+  local line = H.line(buf_id, row)
+  if encoding == 'utf-8' then return math.min(character, #line) end
+  if vim.fn.has('nvim-0.11') == 1 then return vim.str_byteindex(line, encoding, character, false) end
+  return vim.str_byteindex(line, character, encoding == 'utf-16')
+end
+
+--- Byte column -> LSP character (in the client's encoding).
+H.lsp_character = function(buf_id, row, col, encoding)
+  local line = H.line(buf_id, row)
+  col = math.min(col, #line)
+  if encoding == 'utf-8' then return col end
+  if vim.fn.has('nvim-0.11') == 1 then return vim.str_utfindex(line, encoding, col, false) end
+  local utf32, utf16 = vim.str_utfindex(line, col)
+  return encoding == 'utf-16' and utf16 or utf32
+end
+
+--- The range of the last visual selection: 0-based rows, byte columns, end exclusive.
+H.visual_range = function(buf_id)
+  local s, e = vim.api.nvim_buf_get_mark(buf_id, '<'), vim.api.nvim_buf_get_mark(buf_id, '>')
+  local start_row, start_col, end_row, end_col = s[1] - 1, s[2], e[1] - 1, e[2]
+  if vim.fn.visualmode() == 'V' then
+    return { start_row, 0, end_row, #H.line(buf_id, end_row) }
+  end
+  -- Charwise: the '> mark is on the last selected character; include all of its bytes.
+  local line = H.line(buf_id, end_row)
+  local char_len = #vim.fn.strcharpart(line:sub(end_col + 1), 0, 1)
+  return { start_row, start_col, end_row, math.min(end_col + math.max(char_len, 1), #line) }
+end
+
+-- Status ---------------------------------------------------------------------
+H.on_status = function(_, params)
+  if type(params) ~= 'table' then return end
+  local previous = H.status and H.status.state
+  H.status = params
+  if params.state ~= previous then
+    if params.state == 'error' then
+      H.message(params.message or 'server error', 'ERROR')
+    elseif params.state == 'ready' and previous == 'loading' then
+      H.message('ready' .. (params.message and params.message ~= '' and (': ' .. params.message) or ''), 'INFO')
+    end
+  end
+  H.refresh_status()
+end
+
+H.refresh_status = function()
+  vim.schedule(function()
+    vim.api.nvim_exec_autocmds('User', { pattern = 'CodilaStatus', modeline = false })
+    vim.cmd('redrawstatus')
+  end)
+end
+
+-- Utilities ------------------------------------------------------------------
+H.resolve_buf = function(buf_id)
+  if buf_id == nil or buf_id == 0 then return vim.api.nvim_get_current_buf() end
+  return buf_id
+end
+
+H.error = function(msg) error('(codila) ' .. msg, 0) end
+
+H.check_type = function(name, val, ref, allow_nil)
+  if type(val) == ref or (ref == 'callable' and vim.is_callable(val)) or (allow_nil and val == nil) then return end
+  H.error(string.format('`%s` should be %s, not %s', name, ref, type(val)))
+end
+
+H.message = function(msg, level)
+  level = level or 'INFO'
+  if level == 'INFO' and Codila.config.silent then return end
+  vim.schedule(function() vim.notify('(codila) ' .. msg, vim.log.levels[level]) end)
+end
+
+-- For tests and :checkhealth.
+Codila._H = H
+
+return Codila
