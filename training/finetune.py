@@ -1,0 +1,622 @@
+"""Fine-tune the AR executor of a CoDiLA pair on a frozen DLM's marginals (the method's training recipe).
+
+    python -m training.finetune --dlm DLM_DIR --ar AR_DIR --data train.jsonl --block-size 4 --output runs/ar-b4
+    torchrun --nproc_per_node 8 -m training.finetune --dlm DLM_DIR --ar AR_DIR --data train.jsonl \\
+        --block-size 4 --output runs/ar-b4
+
+Per sample: the response is cut into contiguous blocks of B tokens; t ~ U(0.2, 0.8) and every block is
+masked with p = (1 - eps) t + eps (eps = 1e-3), at least one block always. The frozen DLM runs on the
+masked sequence; for each masked block the AR's input is [E(<think>), e_1..e_B, E(</think>)] built from the
+DLM's marginals by decoding.soft (the very code inference uses), followed by the block's true tokens
+(teacher forcing); the AR learns cross-entropy on the B true tokens. Defaults are the paper's: AdamW,
+lr 1e-5, cosine decay, warmup ratio 0.03, max grad norm 7.0, weight decay 0, batch 1 x 8 accumulation,
+validation every 100 steps keeping the best checkpoint by validation loss, 32k steps.
+
+Data (`--data`, repeatable):
+- a .jsonl file of instruction-response pairs: a chat `messages` list (the last message is the response)
+  or two fields (`--instruction-field`, `--response-field`); rendered with the DLM tokenizer's chat
+  template when it has one; the loss is on the response only;
+- a folder (or a single source file): spans of the files become the response (the editor's infill shape:
+  prefix + middle + EOS padding up to `--budget` + suffix), the rest of the file is context;
+- the word `stdlib`: the training split of the Python standard library (held-out files are never read).
+
+`--output` becomes a complete HF model folder (config, model.safetensors, tokenizer) holding the best
+checkpoint, loadable by decoding.models.load_ar. Resumable state lives in `--output`/checkpoints/ (written
+atomically); rerunning the same command after a kill continues from the last checkpoint with the same
+data, masks and optimizer state. `--json-progress` prints one JSON object per line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from decoding.models import ModelPair, dlm_logits, load_models
+from decoding.soft import align_probs, block_inputs
+from training.corpus import stdlib_files
+from training.data import Example, infill_sequence, pad_response, read_text, sample_infill, source_files
+
+log = logging.getLogger("training.finetune")
+
+CHARS_PER_SOURCE_ITEM = 2000  # a source file yields one sample per this many characters, per epoch
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run. Frozen and validated: a bad value raises ValueError before anything loads."""
+
+    dlm: str
+    ar: str
+    data: tuple[str, ...]
+    output: str
+    block_size: int = 4
+    # masking schedule
+    t_min: float = 0.2
+    t_max: float = 0.8
+    eps: float = 1e-3
+    commit_prob: float = 0.0
+    # data
+    instruction_field: str = "instruction"
+    response_field: str = "output"
+    messages_field: str = "messages"
+    max_length: int = 1024
+    max_response: int = 512
+    budget: int = 64
+    max_middle: int = 64
+    val_samples: int = 500
+    # optimisation
+    lr: float = 1e-5
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 7.0
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    grad_accum: int = 8
+    max_steps: int = 32_000
+    max_minutes: float = 0.0
+    # bookkeeping
+    val_every: int = 100
+    save_every: int = 100
+    resume: bool = True
+    json_progress: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    gradient_checkpointing: str = "auto"
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("give at least one --data path (a .jsonl file, a folder of source files, or 'stdlib')")
+        if not 1 <= self.block_size <= 16:
+            raise ValueError(f"block_size must be between 1 and 16 (the paper uses 2, 4, 8); got {self.block_size}")
+        if not 0 <= self.t_min <= self.t_max <= 1:
+            raise ValueError(f"need 0 <= t_min <= t_max <= 1; got {self.t_min}, {self.t_max}")
+        if not 0 <= self.eps < 1 or not 0 <= self.commit_prob < 1:
+            raise ValueError("eps and commit_prob must be in [0, 1)")
+        for name in ("max_length", "max_response", "budget", "max_middle", "batch_size", "grad_accum",
+                     "max_steps", "val_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.val_samples < 0 or self.threads < 0 or self.max_minutes < 0:
+            raise ValueError("val_samples, threads and max_minutes cannot be negative")
+        if not 0 < self.lr < 1 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError("lr must be in (0, 1) and warmup_ratio in [0, 1)")
+        if self.max_grad_norm <= 0 or self.weight_decay < 0:
+            raise ValueError("max_grad_norm must be positive and weight_decay non-negative")
+        if self.max_middle > self.budget or self.budget + self.block_size >= self.max_length:
+            raise ValueError("need max_middle <= budget and budget + block_size < max_length")
+        if self.gradient_checkpointing not in ("auto", "on", "off"):
+            raise ValueError(f"gradient_checkpointing must be auto, on or off; got {self.gradient_checkpointing!r}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return math.ceil(self.warmup_ratio * self.max_steps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: records -> items -> Examples
+
+@dataclass(frozen=True)
+class Item:
+    """One sample slot: a fixed instruction Example, or a source text cut afresh for each (seed, index)."""
+
+    example: Example | None = None
+    text: str | None = None
+
+
+class Dataset:
+    """Training and validation items. A record (a JSONL line, or a source file) lands wholly on one side."""
+
+    def __init__(self, config: FinetuneConfig, tokenizer):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        if self.eos_id is None:
+            raise ValueError("the DLM tokenizer has no eos token")
+        records = [r for path in config.data for r in self._records(path)]
+        if len(records) < 2:
+            raise ValueError(f"need at least 2 records (one to train, one to validate); found {len(records)}")
+        order = list(range(len(records)))
+        random.Random(config.seed).shuffle(order)
+        self.val: list[Item] = []
+        self.train: list[Item] = []
+        for k, i in enumerate(order):
+            side = self.val if len(self.val) < config.val_samples and k < len(order) - 1 else self.train
+            side.extend(records[i])
+        log.info("data: %d training items, %d validation items", len(self.train), len(self.val))
+
+    def example(self, item: Item, rng: random.Random) -> Example:
+        """The Example for one item (source items are cut with `rng`), padded to whole blocks."""
+        cfg = self.config
+        if item.example is not None:
+            return item.example
+        span = None
+        for _ in range(8):  # a few tries: a cut can land on a blank region
+            span = sample_infill(item.text, self.tokenizer, rng, cfg.max_middle)
+            if span is not None:
+                break
+        if span is None:
+            raise ValueError("a source item has no non-blank line")
+        budget = cfg.budget if rng.random() < 0.5 else rng.randint(len(span.middle), cfg.budget)
+        budget += -budget % cfg.block_size  # whole blocks
+        return infill_sequence(span, budget, cfg.max_length, self.eos_id, rng)
+
+    # -- reading
+    def _records(self, path: str) -> list[list[Item]]:
+        if path == "stdlib":
+            return [self._source_items(read_text(p)) for p in stdlib_files("train")]
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise ValueError(f"--data {path}: no such file or folder")
+        if p.is_dir():
+            return [items for f in source_files(p) if (items := self._source_items(read_text(f)))]
+        if p.suffix == ".jsonl":
+            return [[Item(example=self._instruction(json.loads(line), f"{p}:{n}"))]
+                    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+        return [self._source_items(read_text(p))]
+
+    def _source_items(self, text: str) -> list[Item]:
+        if not text.strip():
+            return []
+        return [Item(text=text)] * max(1, len(text) // CHARS_PER_SOURCE_ITEM)
+
+    def _instruction(self, row: dict, where: str) -> Example:
+        cfg, tok = self.config, self.tokenizer
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: each line must be a JSON object")
+        if cfg.messages_field in row:
+            messages = row[cfg.messages_field]
+            if not isinstance(messages, list) or len(messages) < 2 or not all(
+                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+                raise ValueError(f"{where}: {cfg.messages_field!r} must list at least 2 messages with string 'content'")
+            prompt_messages, response = messages[:-1], messages[-1]["content"]
+        elif cfg.instruction_field in row and cfg.response_field in row:
+            prompt_messages, response = [{"role": "user", "content": str(row[cfg.instruction_field])}], str(row[cfg.response_field])
+        else:
+            raise ValueError(f"{where}: needs {cfg.messages_field!r}, or {cfg.instruction_field!r} and {cfg.response_field!r}")
+        if getattr(tok, "chat_template", None):
+            prompt = tok.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
+        else:
+            prompt = "".join(m["content"] + "\n" for m in prompt_messages)
+        prompt_ids = tok.encode(prompt, add_special_tokens=False)
+        response_ids = tok.encode(response, add_special_tokens=False)[: cfg.max_response - 1] + [self.eos_id]
+        room = cfg.max_length - len(response_ids) - cfg.block_size
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) - room):]
+        return pad_response(Example(prompt_ids + response_ids, len(prompt_ids), len(response_ids)),
+                            cfg.block_size, self.eos_id)
+
+
+def collate(examples: list[Example], eos_id: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Right-pad with EOS (the unused tail of a canvas is EOS). -> ids (N, L), [(start, length)] per row."""
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), eos_id, dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+    return ids, [(e.start, e.length) for e in examples]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The recipe: block masking, soft AR inputs, the block loss
+
+def sample_block_mask(n_blocks: int, t_min: float, t_max: float, eps: float, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """Which of `n_blocks` blocks are masked. -> (mask (n_blocks,) bool, p).
+
+    t ~ U(t_min, t_max); each block is masked independently with p = (1 - eps) t + eps; if none is, one
+    block chosen uniformly is.
+    """
+    if n_blocks < 1:
+        raise ValueError("a response needs at least one block")
+    t = t_min + (t_max - t_min) * float(torch.rand((), generator=gen))
+    p = (1 - eps) * t + eps
+    mask = torch.rand(n_blocks, generator=gen) < p
+    if not mask.any():
+        mask[torch.randint(n_blocks, (), generator=gen)] = True
+    return mask, p
+
+
+def mask_response(ids: torch.Tensor, spans: list[tuple[int, int]], block_size: int, mask_id: int,
+                  config: FinetuneConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """Block-level masking of each row's response.
+
+    ids: (N, L) clean tokens; spans: (start, length) of each row's response, length a multiple of B.
+    Returns inputs (N, L) with masks, labels (N, L) = the true token inside masked blocks and -100
+    elsewhere, and the masked blocks as (row, first position). With `commit_prob` > 0, positions inside a
+    masked block stay visible (committed) with that probability, at least one per block staying masked.
+    """
+    inputs, labels = ids.clone(), torch.full_like(ids, -100)
+    blocks = []
+    for row, (start, length) in enumerate(spans):
+        if length % block_size:
+            raise ValueError(f"response length {length} is not a multiple of the block size {block_size}")
+        chosen, _ = sample_block_mask(length // block_size, config.t_min, config.t_max, config.eps, gen)
+        for b in chosen.nonzero().flatten().tolist():
+            lo = start + b * block_size
+            hidden = torch.ones(block_size, dtype=torch.bool)
+            if config.commit_prob > 0:
+                hidden = torch.rand(block_size, generator=gen) >= config.commit_prob
+                if not hidden.any():
+                    hidden[torch.randint(block_size, (), generator=gen)] = True
+            inputs[row, lo:lo + block_size][hidden] = mask_id
+            labels[row, lo:lo + block_size] = ids[row, lo:lo + block_size]
+            blocks.append((row, lo))
+    return inputs, labels, blocks
+
+
+def ar_block_batch(pair: ModelPair, inputs: torch.Tensor, labels: torch.Tensor, blocks: list[tuple[int, int]],
+                   block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The AR's teacher-forced inputs for every masked block, from one frozen DLM forward.
+
+    inputs, labels: (N, L) from mask_response. Returns embeds (nb, 2B + 2, H) =
+    [E(<think>), e_1..e_B, E(</think>), E(y_1)..E(y_B)] and targets (nb, B) = y_1..y_B.
+    """
+    dlm, ar, B = pair.dlm, pair.ar, block_size
+    with torch.no_grad():
+        probs = dlm_logits(dlm, inputs.to(dlm.device)).float().softmax(-1)  # (N, L, V_dlm) marginals
+    rows = torch.tensor([r for r, _ in blocks], device=probs.device)
+    pos = torch.tensor([p for _, p in blocks], device=probs.device)[:, None] + torch.arange(B, device=probs.device)  # (nb, B)
+    block_probs = align_probs(probs[rows[:, None], pos], pair.alignment)  # (nb, B, V_ar)
+    block_in = inputs.to(probs.device)[rows[:, None], pos]  # (nb, B)
+    committed = torch.where(block_in == dlm.mask_id, torch.full_like(block_in, -1), block_in)  # (nb, B), -1 = masked
+    targets = labels.to(probs.device)[rows[:, None], pos]  # (nb, B)
+    assert (targets >= 0).all(), "every position of a masked block has a label"
+    E = ar.embeddings
+    prompt = block_inputs(block_probs, committed, E, ar.open_id, ar.close_id, dlm.eos_id)  # (nb, B + 2, H)
+    embeds = torch.cat([prompt, E[targets]], dim=1)  # (nb, 2B + 2, H): teacher forcing on the B tokens
+    return embeds, targets
+
+
+def ar_block_loss(model: torch.nn.Module, embeds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean CE of the AR on each block's true tokens. -> (loss, number of target tokens).
+
+    Position B + 1 (`</think>`) predicts y_1, position B + 1 + k predicts y_{k+1}; the last input position
+    (y_B) predicts nothing.
+    """
+    B = targets.shape[1]
+    logits = model(inputs_embeds=embeds.to(_dtype(model)), use_cache=False).logits  # (nb, 2B + 2, V)
+    pred = logits[:, B + 1: 2 * B + 1].float()  # (nb, B, V)
+    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1)), targets.numel()
+
+
+def _dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+
+class Trainer:
+    """Owns the models, the optimizer and the resumable state of one run."""
+
+    def __init__(self, config: FinetuneConfig):
+        self.config = config
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        device = config.device
+        if self.world > 1:
+            import torch.distributed as dist
+
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if torch.cuda.is_available():
+                torch.cuda.set_device(local)
+                device = f"cuda:{local}"
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        # the AR trains in float32 (autocast to bf16 on CUDA); the frozen DLM runs in the resolved dtype
+        self.pair = load_models(config.dlm, config.ar, device=device, dtype=config.dtype)
+        self.pair.ar.model.float().train()
+        self.pair.dlm.model.requires_grad_(False)
+        self.device = self.pair.ar.device
+        use_ckpt = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and self.device.type == "cuda")
+        if use_ckpt:
+            self.pair.ar.model.gradient_checkpointing_enable()
+        self.model = self.pair.ar.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.data = Dataset(config, self.pair.dlm.tokenizer)
+        if not self.data.train:
+            raise ValueError("no training items left after the validation split; lower --val-samples")
+        self.opt = torch.optim.AdamW(self.pair.ar.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: cosine_with_warmup(s, config.warmup_steps, config.max_steps))
+        self.step, self.best_val = 0, math.inf
+        self.out = Path(config.output)
+        self.ckpt_dir = self.out / "checkpoints"
+
+    # -- samples: a pure function of (seed, step, micro-batch, rank), so a resumed run sees the same data
+    def micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        cfg = self.config
+        n = len(self.data.train)
+        examples = []
+        for b in range(cfg.batch_size):
+            g = ((step * cfg.grad_accum + micro) * self.world + self.rank) * cfg.batch_size + b  # global sample index
+            epoch, k = divmod(g, n)
+            order = list(range(n))
+            random.Random(_seed(cfg.seed, "epoch", epoch)).shuffle(order)
+            examples.append(self.data.example(self.data.train[order[k]], random.Random(_seed(cfg.seed, "sample", g))))
+        ids, spans = collate(examples, self.data.eos_id)
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, "mask", step, micro, self.rank))
+        return mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
+
+    def forward_loss(self, inputs, labels, blocks) -> tuple[torch.Tensor, int]:
+        embeds, targets = ar_block_batch(self.pair, inputs, labels, blocks, self.config.block_size)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return ar_block_loss(self.model, embeds, targets)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean CE per target token over the validation items, with fixed masks (seeded per item)."""
+        cfg = self.config
+        self.model.eval()
+        total, count = 0.0, 0
+        for i, item in enumerate(self.data.val):
+            ex = self.data.example(item, random.Random(_seed(cfg.seed, "val", i)))
+            ids, spans = collate([ex], self.data.eos_id)
+            gen = torch.Generator().manual_seed(_seed(cfg.seed, "valmask", i))
+            inputs, labels, blocks = mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
+            loss, n = self.forward_loss(inputs, labels, blocks)
+            total, count = total + float(loss) * n, count + n
+        self.model.train()
+        return total / max(count, 1)
+
+    def train(self, on_step: Callable[[int], None] | None = None) -> dict:
+        """Run to max_steps (or max_minutes); `on_step(step)` is called after each optimizer step."""
+        cfg = self.config
+        if cfg.resume:
+            self._load_checkpoint()
+        start, start_step = time.monotonic(), self.step
+        tokens = 0
+        bar = self._progress_bar()
+        while self.step < cfg.max_steps:
+            if cfg.max_minutes and time.monotonic() - start > cfg.max_minutes * 60:
+                log.info("time budget of %.1f minutes spent at step %d", cfg.max_minutes, self.step)
+                break
+            loss_sum, n_tok = 0.0, 0
+            for micro in range(cfg.grad_accum):
+                inputs, labels, blocks = self.micro_batch(self.step, micro)
+                sync = micro == cfg.grad_accum - 1 or self.world == 1
+                with (self.model.no_sync() if not sync else _nullcontext()):
+                    loss, n = self.forward_loss(inputs, labels, blocks)
+                    (loss / cfg.grad_accum).backward()
+                loss_sum += loss.item() / cfg.grad_accum
+                tokens += inputs.numel() * self.world
+                n_tok += n
+            torch.nn.utils.clip_grad_norm_(self.pair.ar.model.parameters(), cfg.max_grad_norm)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            elapsed = time.monotonic() - start
+            self._report(bar, loss_sum, tokens / max(elapsed, 1e-9), elapsed / (self.step - start_step))
+            if self.rank == 0 and (self.step % cfg.val_every == 0 or self.step == cfg.max_steps):
+                self._validate_and_keep()
+            if self.rank == 0 and self.step % cfg.save_every == 0:
+                self._save_checkpoint()
+            if on_step is not None:
+                on_step(self.step)
+        if self.rank == 0:
+            if self.step % cfg.val_every and self.step != cfg.max_steps:
+                self._validate_and_keep()
+            self._save_checkpoint()
+        if bar is not None:
+            bar.close()
+        result = {"done": True, "output": str(self.out), "best_val_loss": self.best_val, "step": self.step}
+        if self.rank == 0 and cfg.json_progress:
+            print(json.dumps(result), flush=True)
+        return result
+
+    # -- reporting
+    def _progress_bar(self):
+        if self.rank != 0:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.config.max_steps, initial=self.step, desc="finetune", file=sys.stderr,
+                    disable=self.config.json_progress and not sys.stderr.isatty())
+
+    def _report(self, bar, loss: float, tokens_per_s: float, s_per_step: float) -> None:
+        if self.rank != 0:
+            return
+        lr = self.sched.get_last_lr()[0]
+        row = {"step": self.step, "total_steps": self.config.max_steps, "loss": round(loss, 5), "lr": lr,
+               "tokens_per_s": round(tokens_per_s, 1), "eta_s": round(s_per_step * (self.config.max_steps - self.step), 1)}
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.config.json_progress:
+            print(json.dumps(row), flush=True)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
+
+    def _validate_and_keep(self) -> None:
+        val = self.validate() if self.data.val else math.inf
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"step": self.step, "val_loss": val}) + "\n")
+        log.info("step %d: validation loss %.4f (best %.4f)", self.step, val, self.best_val)
+        if val < self.best_val or not (self.out / "model.safetensors").exists():
+            self.best_val = min(val, self.best_val)
+            self._export_best()
+
+    # -- files
+    def _export_best(self) -> None:
+        """Write the AR as a complete HF folder into `output`, one os.replace per file."""
+        tmp = self.out / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.pair.ar.model.save_pretrained(tmp, safe_serialization=True)
+        self.pair.ar.tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, self.out / f.name)
+        tmp.rmdir()
+
+    def _save_checkpoint(self) -> None:
+        """checkpoints/step-N/{model.safetensors, state.pt}, then the `latest` pointer, each written atomically."""
+        target = self.ckpt_dir / f"step-{self.step:08d}"
+        tmp = self.ckpt_dir / f".step-{self.step:08d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.pair.ar.model.state_dict().items()}
+        _drop_tied(self.pair.ar.model, weights)
+        save_file(weights, tmp / "model.safetensors")
+        torch.save({"step": self.step, "best_val": self.best_val, "optimizer": self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate(), "config": dataclasses.asdict(self.config)}, tmp / "state.pt")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        pointer = self.ckpt_dir / "latest.tmp"
+        pointer.write_text(target.name)
+        os.replace(pointer, self.ckpt_dir / "latest")
+        for old in self.ckpt_dir.glob("step-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self) -> None:
+        pointer = self.ckpt_dir / "latest"
+        if not pointer.exists():
+            return
+        folder = self.ckpt_dir / pointer.read_text().strip()
+        missing, unexpected = self.pair.ar.model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise ValueError(f"{folder}: checkpoint does not match the AR: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.pair.ar.model.tie_weights()
+        state = torch.load(folder / "state.pt", weights_only=False)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        self.step, self.best_val = state["step"], state["best_val"]
+        log.info("resumed from %s at step %d (best validation loss %.4f)", folder, self.step, self.best_val)
+
+
+def _drop_tied(model: torch.nn.Module, weights: dict) -> None:
+    """Tied output embeddings are stored once (safetensors refuses shared memory)."""
+    if getattr(model.config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    """lr factor: linear warmup to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # cosine from 1 to 0
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha1(repr(parts).encode()).digest()[:8], "big") >> 1
+
+
+def finetune(config: FinetuneConfig, on_step: Callable[[int], None] | None = None) -> dict:
+    """Fine-tune and return {"done", "output", "best_val_loss", "step"}; `output` is a loadable AR folder."""
+    Path(config.output).mkdir(parents=True, exist_ok=True)
+    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
+    return Trainer(config).train(on_step)
+
+
+def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
+    d = FinetuneConfig.__dataclass_fields__
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # models and data
+    p.add_argument("--dlm", required=True, help="local folder of the frozen DLM (Dream layout or any Qwen2/Qwen3)")
+    p.add_argument("--ar", required=True, help="local folder of the AR executor to start from (Qwen3 layout)")
+    p.add_argument("--data", action="append", required=True,
+                   help="repeatable: a .jsonl of instruction-response pairs, a folder or file of source code, "
+                        "or 'stdlib' (the training split of the Python standard library)")
+    p.add_argument("--output", required=True, help="folder for the best AR (HF folder), checkpoints/ and metrics.jsonl")
+    p.add_argument("--block-size", type=int, default=4, help="B, tokens per AR block (paper: 2, 4 or 8)")
+    # masking schedule
+    p.add_argument("--t-min", type=float, default=d["t_min"].default, help="t ~ U(t_min, t_max) per sample")
+    p.add_argument("--t-max", type=float, default=d["t_max"].default, help="upper end of t")
+    p.add_argument("--eps", type=float, default=d["eps"].default, help="block mask probability p = (1 - eps) t + eps")
+    p.add_argument("--commit-prob", type=float, default=d["commit_prob"].default,
+                   help="share of positions inside a masked block left visible as committed tokens (0 = whole blocks masked, the paper)")
+    # data shape
+    p.add_argument("--instruction-field", default=d["instruction_field"].default, help="JSONL field of the instruction")
+    p.add_argument("--response-field", default=d["response_field"].default, help="JSONL field of the response")
+    p.add_argument("--messages-field", default=d["messages_field"].default, help="JSONL field of a chat message list (used when present)")
+    p.add_argument("--max-length", type=int, default=d["max_length"].default, help="tokens of DLM context per sample")
+    p.add_argument("--max-response", type=int, default=d["max_response"].default, help="response tokens kept (EOS included)")
+    p.add_argument("--budget", type=int, default=d["budget"].default, help="source spans: masked region = middle + EOS padding up to this many tokens")
+    p.add_argument("--max-middle", type=int, default=d["max_middle"].default, help="source spans: longest middle in tokens")
+    p.add_argument("--val-samples", type=int, default=d["val_samples"].default, help="validation items held out (0 = no validation: the last step is kept)")
+    # optimisation
+    p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup-ratio", type=float, default=d["warmup_ratio"].default, help="share of max_steps spent warming up linearly")
+    p.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"].default, help="gradient clipping norm")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"].default, help="AdamW weight decay (0 = off)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="sequences per micro-batch per process")
+    p.add_argument("--grad-accum", type=int, default=d["grad_accum"].default, help="micro-batches per optimizer step")
+    p.add_argument("--max-steps", type=int, default=d["max_steps"].default, help="optimizer steps; the cosine ends here")
+    p.add_argument("--max-minutes", type=float, default=d["max_minutes"].default, help="stop cleanly after this wall time (0 = no limit)")
+    # bookkeeping
+    p.add_argument("--val-every", type=int, default=d["val_every"].default, help="steps between validations (best kept)")
+    p.add_argument("--save-every", type=int, default=d["save_every"].default, help="steps between resumable checkpoints")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore checkpoints in --output and start over")
+    p.add_argument("--json-progress", action="store_true", help="print one JSON object per step on stdout (for the language server)")
+    p.add_argument("--device", default=d["device"].default, help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default=d["dtype"].default, help="the frozen DLM's dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    p.add_argument("--gradient-checkpointing", default=d["gradient_checkpointing"].default, choices=("auto", "on", "off"),
+                   help="auto = on CUDA only")
+    p.add_argument("--threads", type=int, default=d["threads"].default, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--seed", type=int, default=d["seed"].default, help="seeds the data order, spans and masks")
+    args = vars(p.parse_args(argv))
+    args["data"] = tuple(args["data"])
+    return FinetuneConfig(**args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        config = parse_args(argv)
+    except ValueError as err:
+        sys.exit(f"training.finetune: {err}")
+    finetune(config)
+
+
+if __name__ == "__main__":
+    main()
