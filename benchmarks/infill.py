@@ -1,0 +1,242 @@
+"""Infilling benchmark: quality and speed of several decoders, on the same tasks with the same loaded models.
+
+    python -m benchmarks.infill --tasks benchmarks/data/stdlib-single-line.jsonl \\
+        --tasks benchmarks/data/stdlib-multi-line.jsonl \\
+        --decoder dlm:k=1 --decoder dlm:k=4 --decoder codila:b=4 --decoder codila:b=4,tau=0.3 \\
+        --json runs/bench.json --plot runs/bench.png
+    python -m benchmarks.infill --tasks HumanEval-SingleLineInfilling.jsonl.gz --decoder codila:b=2 \\
+        --dlm ~/models/Dream-Coder-v0-Instruct-7B --ar ~/models/codila-ar-b2 --device cuda --length fixed:64
+
+Tasks: HumanEval-Infilling JSON lines (task_id, prompt, suffix, canonical_solution, optional test +
+entry_point); openai/human-eval-infilling's files work unchanged, gzipped or not.
+
+Decoder specs (one --decoder each; all decoded by the same models):
+    SPEC := METHOD[:KEY=VALUE,...]   METHOD: dlm | codila | codila-top1
+    short keys: k (tokens per step, dlm), conf (confidence threshold, dlm), b (block size B),
+    tau (dynamic threshold: makes codila dynamic; without it codila is static), budget_ms (latency budget),
+    kv (kv cache: none, prefix, dual); and any DecodeConfig field by name (scope=10, eos_penalty=1.0, ...).
+    e.g. dlm:k=1  dlm:k=4  dlm:conf=0.9  codila:b=4  codila:b=4,tau=0.3  codila-top1:b=4  codila:b=4,budget_ms=300
+
+Length (--length): "oracle" gives each task as many masked positions as its reference middle has tokens;
+"fixed:N" gives every task N positions and the decoder must stop itself (EOS), as in the editor.
+
+Metrics per decoder: syntax_ok (prompt + middle + suffix parses: tree-sitter and, for Python, Python's own
+compiler), exact_match (middle == reference, trailing whitespace per line and trailing blank lines ignored),
+pass_at_1 (share of tasks with tests whose tests pass, run for real in a restricted subprocess; null when no
+task has tests), nfe_per_token (DLM forward passes per committed position), tokens_per_second (generated
+tokens / total infill time), mean and p95 latency of one infill call in ms.
+
+Output: a table on stdout, a progress bar on stderr; --json writes {"tasks", "n", "models", "results": [...],
+"samples": [...per task and decoder...], ...}; --plot draws accuracy vs throughput. Ctrl-C stops early and
+reports (and writes) the tasks every decoder finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.harness import Length, run_benchmark
+from benchmarks.metrics import summarize
+from benchmarks.specs import parse_spec
+from benchmarks.tasks import load_tasks
+
+log = logging.getLogger("benchmarks.infill")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.infill", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    # --- tasks ---
+    tasks = parser.add_argument_group("tasks")
+    tasks.add_argument("--tasks", action="append", required=True, metavar="FILE",
+                       help="a .jsonl or .jsonl.gz task file; repeat for several")
+    tasks.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="only the first N tasks of each file (default: all)")
+    tasks.add_argument("--length", default="oracle",
+                       help="masked positions per task: 'oracle' (default: the reference middle's token count) "
+                            "or 'fixed:N'")
+    # --- decoders ---
+    dec = parser.add_argument_group("decoders")
+    dec.add_argument("--decoder", action="append", required=True, metavar="SPEC",
+                     help="a decoder spec (grammar below); repeat for several")
+    dec.add_argument("--seed", type=int, default=0, help="seed of every decode unless a spec sets seed= (default 0)")
+    # --- models ---
+    mod = parser.add_argument_group("models (local Hugging Face folders)")
+    mod.add_argument("--dlm", type=Path, default=None, help="DLM folder (default: the shipped default model)")
+    mod.add_argument("--ar", type=Path, default=None, help="AR executor folder (default: the shipped default model)")
+    mod.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda, ...")
+    mod.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="auto (default) = bfloat16 on cuda, float32 on cpu")
+    mod.add_argument("--max-context", type=int, default=None, metavar="TOKENS",
+                     help="canvas length cap (prefix + middle + suffix tokens); longer prompts keep the code "
+                          "nearest the gap (default: the DLM's max_position_embeddings)")
+    mod.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    # --- execution and output ---
+    out = parser.add_argument_group("tests and output")
+    out.add_argument("--exec-timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="wall-clock limit for one task's tests (default 5)")
+    out.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the results here (atomically)")
+    out.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="draw accuracy vs throughput")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    for noisy in ("transformers", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    started = time.time()
+    try:
+        length = Length.parse(args.length)
+        decoders = _decoders(args.decoder, args.seed)
+        tasks = _tasks(args.tasks, args.limit)
+        if args.plot is not None:
+            import matplotlib  # noqa: F401  (fail now, not after an hour of decoding)
+        models, max_context = _models(args)
+        log.info("%d tasks x %d decoders, length %s, context %d tokens", len(tasks), len(decoders), length,
+                 max_context)
+        from tqdm import tqdm
+
+        with tqdm(total=len(tasks) * len(decoders), unit="decode", disable=args.quiet, file=sys.stderr) as bar:
+            def progress(sample) -> None:
+                bar.set_postfix_str(f"{sample.task_id} {sample.decoder}", refresh=False)
+                bar.update(1)
+
+            run = run_benchmark(models, tasks, decoders, length, max_context=max_context,
+                                exec_timeout_s=args.exec_timeout, on_sample=progress)
+    except ValueError as err:
+        parser.exit(2, f"python -m benchmarks.infill: error: {err}\n")
+    except ImportError as err:
+        parser.exit(2, f"python -m benchmarks.infill: error: {err} (--plot needs matplotlib: pip install "
+                       "-e '.[plot]')\n")
+
+    report = {
+        "tasks": args.tasks,
+        "n": run.tasks_done,
+        "models": _model_info(args),
+        "length": str(length),
+        "max_context": max_context,
+        "device": str(models.dlm.device),
+        "dtype": str(models.dlm.model.dtype).removeprefix("torch."),
+        "torch_threads": _torch_threads(),
+        "seed": args.seed,
+        "interrupted": run.interrupted,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "command": "python -m benchmarks.infill " + " ".join(sys.argv[1:] if argv is None else argv),
+        "results": [summarize(d.spec, run.samples) for d in decoders],
+        "decoders": {d.spec: asdict(d.config) | {"max_new_tokens": str(length)} for d in decoders},
+        "samples": [asdict(s) for s in run.samples],
+    }
+    if run.interrupted:
+        print(f"interrupted: results cover the first {run.tasks_done} of {len(tasks)} tasks", file=sys.stderr)
+    print(format_table(report))
+    if args.json is not None:
+        write_json_atomic(args.json, report)
+    if args.plot is not None and run.tasks_done:
+        from benchmarks.plot import pareto_plot
+
+        title = (f"{', '.join(Path(t).name for t in args.tasks)}: n={run.tasks_done}, length {length}, "
+                 f"{report['device']}")
+        pareto_plot(report["results"], args.plot, title)
+    return 130 if run.interrupted else 0
+
+
+def _decoders(specs: list[str], seed: int):
+    from decoding.config import DecodeConfig
+
+    decoders = [parse_spec(spec, DecodeConfig(seed=seed)) for spec in specs]
+    names = [d.spec for d in decoders]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a decoder spec is given twice: {names}")
+    return decoders
+
+
+def _tasks(files: list[str], limit: int | None):
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1; got {limit}")
+    return [task for file in files for task in load_tasks([file])[:limit]] if limit else load_tasks(files)
+
+
+def _models(args: argparse.Namespace):
+    import torch
+
+    from decoding import load_models
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    models = load_models(args.dlm, args.ar, device=args.device, dtype=args.dtype)
+    limit = models.dlm.model.config.max_position_embeddings
+    max_context = args.max_context or limit
+    if not 2 <= max_context <= limit:
+        raise ValueError(f"--max-context must be between 2 and the DLM's {limit} positions; got {max_context}")
+    return models, max_context
+
+
+def _model_info(args: argparse.Namespace) -> dict:
+    from decoding import default_model_dir
+
+    return {"dlm": str((args.dlm or default_model_dir() / "dlm").resolve()),
+            "ar": str((args.ar or default_model_dir() / "ar").resolve())}
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def format_table(report: dict) -> str:
+    """The results as an aligned text table (percentages, ms)."""
+    header = ["decoder", "n", "syntax_ok", "exact", "pass@1", "NFE/tok", "tok/s", "mean ms", "p95 ms"]
+    rows = [header]
+    for r in report["results"]:
+        rows.append([
+            r["decoder"], str(r["n"]), _pct(r["syntax_ok"]), _pct(r["exact_match"]),
+            _pct(r["pass_at_1"]) + (f" ({r['n_tested']})" if r["pass_at_1"] is not None else ""),
+            _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1), _num(r["mean_latency_ms"], 0),
+            _num(r["p95_latency_ms"], 0),
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it over `path` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

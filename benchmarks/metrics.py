@@ -1,0 +1,92 @@
+"""What the benchmark measures, per task and per decoder.
+
+Per task: syntax_ok (the whole program prompt + middle + suffix parses: tree-sitter, plus Python's own
+compiler for Python), exact_match (the middle equals the reference line by line, trailing whitespace and
+trailing blank lines ignored), passed (the task's tests pass; None without tests).
+Per decoder, over its tasks: the share of syntax_ok / exact_match, pass@1 over the tasks that have tests,
+DLM forward passes per committed token, generated tokens per second of decoding, mean and 95th-percentile
+latency of one infill call.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import numpy
+
+from verify import syntax_ok as _syntax_ok
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One decoder on one task.
+
+    tokens: generated middle tokens (EOS excluded); committed: positions the decoder committed (EOS
+    included); latency_ms: wall time of the infill call (tokenization included).
+    """
+
+    task_id: str
+    decoder: str
+    middle: str
+    syntax_ok: bool
+    exact_match: bool
+    passed: bool | None
+    exec_detail: str | None
+    latency_ms: float
+    tokens: int
+    committed: int
+    dlm_forwards: int
+    ar_calls: int
+    iterations: int
+    max_new_tokens: int
+    deadline_hit: bool
+
+
+def normalize(text: str) -> list[str]:
+    """Lines without trailing whitespace, trailing blank lines dropped (the exact-match comparison)."""
+    return [line.rstrip() for line in text.rstrip().split("\n")]
+
+
+def exact_match(middle: str, reference: str) -> bool:
+    return normalize(middle) == normalize(reference)
+
+
+def program_syntax_ok(prompt: str, middle: str, suffix: str, language: str) -> bool:
+    return _syntax_ok(prompt + middle + suffix, language)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    return float(numpy.percentile(values, q))
+
+
+def summarize(decoder: str, samples: list[Sample]) -> dict:
+    """The result row of one decoder (keys as in the --json output)."""
+    mine = [s for s in samples if s.decoder == decoder]
+    n = len(mine)
+    tested = [s for s in mine if s.passed is not None]
+    latencies = [s.latency_ms for s in mine]
+    committed = sum(s.committed for s in mine)
+    seconds = sum(latencies) / 1000.0
+    return {
+        "decoder": decoder,
+        "n": n,
+        "syntax_ok": _share(s.syntax_ok for s in mine),
+        "exact_match": _share(s.exact_match for s in mine),
+        "pass_at_1": _share(s.passed for s in tested) if tested else None,
+        "n_tested": len(tested),
+        "nfe_per_token": sum(s.dlm_forwards for s in mine) / committed if committed else None,
+        "tokens_per_second": sum(s.tokens for s in mine) / seconds if seconds else None,
+        "mean_latency_ms": statistics.fmean(latencies) if latencies else None,
+        "p95_latency_ms": percentile(latencies, 95) if latencies else None,
+        "tokens": sum(s.tokens for s in mine),
+        "deadline_hit_rate": _share(s.deadline_hit for s in mine),
+    }
+
+
+def _share(flags) -> float | None:
+    flags = list(flags)
+    return sum(map(bool, flags)) / len(flags) if flags else None
