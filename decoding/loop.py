@@ -144,7 +144,7 @@ class BlockStrategy:
 
     def __call__(self, middle: torch.Tensor, open_: torch.Tensor, marg: Marginals, need: int,
                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        B, ar = self.B, self.models.ar
+        B = self.B
         blocks = candidate_blocks(open_.view(-1, B), max(self.scope, math.ceil(need / B)))  # (nc,)
         pos = blocks[:, None] * B + torch.arange(B, device=middle.device)  # (nc, B) middle index
         block_open = open_[pos]  # (nc, B)
@@ -153,7 +153,21 @@ class BlockStrategy:
         row_of[marg.positions] = torch.arange(marg.positions.numel(), device=middle.device)
         rows = row_of[pos]  # (nc, B); committed positions point at row 0, unused (hard embedding)
 
-        probs = align_probs(marg.probs[rows], self.models.alignment)  # (nc, B, V_ar)
+        tokens, entropies = self._decode_blocks(marg.logits[rows], committed)  # (nc, B) each
+        mask = self.rule(entropies.to(block_open.device), block_open, need=need)  # (nc, B) or None
+        if mask is None:
+            return self._dlm_fallback(rows[block_open], marg, generator)
+        return pos[mask], tokens.to(middle.device)[mask]
+
+    def _decode_blocks(self, logits: torch.Tensor, committed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft-condition the AR on each block's marginals and decode all blocks in one call.
+
+        logits: (nc, B, V_dlm) DLM logits of the block positions; committed: (nc, B) id or -1.
+        Returns tokens, entropies: (nc, B).
+        """
+        ar = self.models.ar
+        # marginals at temperature 1, as the AR executor was trained to read them, on the AR's vocabulary
+        probs = align_probs(torch.softmax(logits, dim=-1), self.models.alignment)  # (nc, B, V_ar)
         inputs = block_inputs(probs.to(ar.device), committed.to(ar.device), ar.embeddings, ar.open_id,
                               ar.close_id, self.models.dlm.eos_id, hard=self.hard)  # (nc, B + 2, H)
         t0 = time.perf_counter()
@@ -162,15 +176,14 @@ class BlockStrategy:
         self.stats.ar_seconds += time.perf_counter() - t0
         self.stats.ar_calls += 1
         self.stats.ar_tokens += tokens.numel()
-
-        mask = self.rule(entropies.to(block_open.device), block_open, need=need)  # (nc, B) or None
-        if mask is None:
-            return self._dlm_fallback(rows[block_open], marg, generator)
-        return pos[mask], tokens.to(middle.device)[mask]
+        return tokens, entropies
 
     def _dlm_fallback(self, rows: torch.Tensor, marg: Marginals, generator: torch.Generator | None):
-        """k <= 1: the DLM's most confident candidate position, its token sampled from the DLM marginal."""
-        best = rows[marg.entropy[rows].argmin()].view(1)  # (1,) row in marg
+        """k <= 1: the DLM's most confident candidate position, its token sampled from the DLM marginal.
+
+        rows: (K,) rows in marg of the candidate blocks' open positions. Returns ((1,), (1,)).
+        """
+        best = rows[entropy(marg.logits[rows]).argmin()].view(1)  # (1,) row in marg
         return marg.positions[best], self.dlm_sampler(marg.logits[best], generator)
 
 
