@@ -81,9 +81,11 @@ class VLLMBlockExecutor:
     """Block decoding on vLLM from prompt embeddings (GPU deployments).
 
     llm:       a `vllm.LLM` built with `enable_prompt_embeds=True` (see `load_vllm_engine`).
-    allowed:   (V_ar,) bool, ids the AR may emit.
-    logprobs:  how many top log-probabilities vLLM returns per step; the entropy is estimated from them
-               (the remaining mass is spread uniformly over the other allowed ids, an upper bound).
+    allowed:   (V_ar,) bool, ids the AR may emit; the others get a logit bias of -100 (Dream + Qwen3: a few
+               hundred ids, far cheaper per request than a whitelist of 151k).
+    logprobs:  how many top log-probabilities vLLM returns per step (its default cap is 20). vLLM returns the
+               raw model log-probabilities; the entropy is estimated from the allowed ids among them, the
+               remaining mass spread evenly over the other allowed ids (an upper bound).
 
     vLLM cannot force a token in the middle of a generation, so blocks are decoded one position per round:
     round j sends every block's prompt (its B + 2 soft embeddings plus the embeddings of its tokens 1..j-1)
@@ -97,11 +99,12 @@ class VLLMBlockExecutor:
 
         self.llm = llm
         self.embeddings = embeddings  # (V_ar, H), to embed the tokens decoded so far
+        self.allowed = allowed.cpu()
         self.n_allowed = int(allowed.sum())
-        self.logprobs = logprobs
+        banned = (~self.allowed).nonzero().squeeze(-1).tolist()
         self.params = SamplingParams(
             temperature=temperature, top_p=top_p, max_tokens=1, logprobs=logprobs, seed=seed,
-            allowed_token_ids=allowed.nonzero().squeeze(-1).tolist(),
+            logit_bias={i: -100.0 for i in banned} or None, detokenize=False,
         )
 
     def decode_blocks(
@@ -111,7 +114,7 @@ class VLLMBlockExecutor:
         forced = forced.cpu()
         tokens = torch.empty(nb, B, dtype=torch.long)
         entropies = torch.zeros(nb, B, dtype=torch.float32)
-        prompts = inputs_embeds  # (nb, B + 2 + j, H) in round j
+        prompts = inputs_embeds.detach().cpu()  # (nb, B + 2 + j, H) in round j; vLLM takes CPU tensors
         for j in range(B):
             if bool((forced[:, j] >= 0).all()):
                 tokens[:, j] = forced[:, j]
@@ -119,19 +122,18 @@ class VLLMBlockExecutor:
                 outs = self.llm.generate([{"prompt_embeds": p} for p in prompts], self.params, use_tqdm=False)
                 for b, out in enumerate(outs):
                     step = out.outputs[0]
-                    sampled = step.token_ids[0]
-                    tokens[b, j] = int(forced[b, j]) if forced[b, j] >= 0 else sampled
+                    tokens[b, j] = int(forced[b, j]) if forced[b, j] >= 0 else step.token_ids[0]
                     entropies[b, j] = self._entropy(step.logprobs[0])
-            new = self.embeddings[tokens[:, j].to(self.embeddings.device)]  # (nb, H)
+            new = self.embeddings[tokens[:, j].to(self.embeddings.device)].detach().cpu()  # (nb, H)
             prompts = torch.cat([prompts, new.unsqueeze(1).to(prompts.dtype)], dim=1)  # (nb, B + 3 + j, H)
-        return tokens, entropies
+        return tokens.to(self.embeddings.device), entropies.to(self.embeddings.device)
 
     def _entropy(self, top: dict) -> float:
-        """Entropy estimate from vLLM's top log-probabilities {id: Logprob}."""
-        logp = torch.tensor([lp.logprob for lp in top.values()], dtype=torch.float64)
+        """Entropy estimate from vLLM's top log-probabilities {id: Logprob} (raw, temperature 1)."""
+        logp = torch.tensor([lp.logprob for i, lp in top.items() if self.allowed[i]], dtype=torch.float64)
         p = logp.exp()
         rest = float((1.0 - p.sum()).clamp_min(0.0))
-        n_rest = max(self.n_allowed - len(top), 1)
+        n_rest = max(self.n_allowed - len(logp), 1)
         # H = -sum_top p log p - rest * log(rest / n_rest), the rest spread evenly
         h = float(-(p * logp).sum())
         return h - (rest * math.log(rest / n_rest) if rest > 0 else 0.0)

@@ -102,7 +102,7 @@ def test_vllm_executor_rounds_force_tokens_and_estimate_entropy(monkeypatch):
     allowed[11] = False
     engine = Engine()
     ex = VLLMBlockExecutor(engine, E, allowed, temperature=0.1, top_p=0.8, seed=3)
-    assert ex.params["allowed_token_ids"] == list(range(11)) and ex.params["max_tokens"] == 1
+    assert ex.params["logit_bias"] == {11: -100.0} and ex.params["max_tokens"] == 1
     x = torch.zeros(2, 4, 12)  # nb=2, B=2
     tokens, ent = ex.decode_blocks(x, torch.tensor([[5, -1], [4, -1]]), None)
     assert tokens.tolist() == [[5, 9], [4, 9]]
