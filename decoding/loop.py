@@ -120,7 +120,10 @@ class Marginals:
         return entropy(self.logits)
 
 
-# A strategy maps (middle (Npad,), open (Npad,), marginals, need, generator) -> (positions (K,), tokens (K,)).
+# A strategy has two stages per iteration:
+#   reads(open (Npad,), need) -> positions (M,): the masked positions whose DLM marginals it needs;
+#   __call__(middle (Npad,), open (Npad,), marginals of those positions, need, generator)
+#       -> (positions (K,), tokens (K,)) to commit.
 
 
 class BlockStrategy:
@@ -142,11 +145,21 @@ class BlockStrategy:
         self.ar_generator = ar_generator
         self.sync = sync
 
+    def candidates(self, open_: torch.Tensor, need: int) -> torch.Tensor:
+        """Middle positions of the candidate blocks, (nc, B). open_: (Npad,)."""
+        B = self.B
+        # the budget may need more blocks than the scope holds
+        blocks = candidate_blocks(open_.view(-1, B), max(self.scope, math.ceil(need / B)))  # (nc,)
+        return blocks[:, None] * B + torch.arange(B, device=open_.device)  # (nc, B)
+
+    def reads(self, open_: torch.Tensor, need: int) -> torch.Tensor:
+        """Only the candidate blocks' open positions need marginals (the lm_head runs on those rows only)."""
+        pos = self.candidates(open_, need)  # (nc, B)
+        return pos[open_[pos]]  # (M,), ascending
+
     def __call__(self, middle: torch.Tensor, open_: torch.Tensor, marg: Marginals, need: int,
                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        B = self.B
-        blocks = candidate_blocks(open_.view(-1, B), max(self.scope, math.ceil(need / B)))  # (nc,)
-        pos = blocks[:, None] * B + torch.arange(B, device=middle.device)  # (nc, B) middle index
+        pos = self.candidates(open_, need)  # (nc, B)
         block_open = open_[pos]  # (nc, B)
         committed = torch.where(block_open, torch.full_like(pos, -1), middle[pos])  # (nc, B) id or -1
         row_of = torch.zeros_like(middle)  # (Npad,) row of each masked position in marg
@@ -196,6 +209,10 @@ class DLMStrategy:
     def __init__(self, choose: Callable[[Marginals, int], torch.Tensor], dlm_sampler: Sampler):
         self.choose = choose
         self.dlm_sampler = dlm_sampler
+
+    def reads(self, open_: torch.Tensor, need: int) -> torch.Tensor:
+        """Every masked position: the DLM's confidence ranks them all."""
+        return open_.nonzero().squeeze(-1)  # (M,)
 
     def __call__(self, middle, open_, marg: Marginals, need: int, generator):
         rows = self.choose(marg, need)  # (K,)
@@ -267,7 +284,8 @@ def decode(
         remaining = int(open_.sum())
         need, flush = budget.plan(remaining)
 
-        positions = open_[:N].nonzero().squeeze(-1)  # (M,) masked middle indices
+        # masked middle positions whose marginals this iteration reads: all of them to flush
+        positions = open_.nonzero().squeeze(-1) if flush else strategy.reads(open_, need)  # (M,)
         t0 = time.perf_counter()
         logits = forward(canvas, positions, iteration)  # (M, V)
         sync()

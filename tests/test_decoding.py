@@ -214,3 +214,13 @@ def test_bad_context_ids_are_refused(tiny_models):
 def test_completion_without_context(tiny_models):
     result = decode(tiny_models, [], [], DecodeConfig(max_new_tokens=8, mode="static", kv_cache="dual"))
     assert len(result.middle_ids) == 8 and tiny_models.dlm.mask_id not in result.middle_ids
+
+
+def test_codila_projects_only_the_candidate_rows_through_the_lm_head(tiny_models):
+    rows = []
+    with hooked(tiny_models.dlm.model.lm_head, lambda module, args, out: rows.append(args[0].shape[1])):
+        run(tiny_models, mode="static", scope=2, block_size=4, max_new_tokens=16, eos_casting=False)
+        assert rows == [8, 8, 8, 4]  # the open positions of at most 2 candidate blocks, not all 16
+        rows.clear()
+        run(tiny_models, method="dlm", tokens_per_step=4, max_new_tokens=16, eos_casting=False)
+        assert rows == [16, 12, 8, 4]  # the DLM baseline ranks every masked position
