@@ -259,6 +259,7 @@ def decode(
     _check_ids("suffix_ids", suffix_ids, dlm.vocab_size, dlm.mask_id)
     device = dlm.device
     N, B, mask_id, eos_id = config.max_new_tokens, config.block_size, dlm.mask_id, dlm.eos_id
+    _check_lengths(models, len(prefix_ids) + N + len(suffix_ids), B)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # middle state, padded to whole blocks with committed EOS (never part of the text)
@@ -356,6 +357,17 @@ def _check_ids(name: str, ids: list[int], vocab: int, mask_id: int) -> None:
             raise ValueError(f"{name} must be token ids in [0, {vocab}); got {t!r}")
         if t == mask_id:
             raise ValueError(f"{name} contains the mask id {mask_id}; the context must be plain text")
+
+
+def _check_lengths(models: ModelPair, canvas_len: int, B: int) -> None:
+    """The canvas must fit the DLM's positions, a block prompt (2B + 2 positions) the AR's."""
+    dlm_max = getattr(models.dlm.model.config, "max_position_embeddings", None)
+    if dlm_max is not None and canvas_len > dlm_max:
+        raise ValueError(f"prefix + max_new_tokens + suffix = {canvas_len} tokens, more than the DLM's "
+                         f"{dlm_max} positions; keep less context (max_prefix_tokens / max_suffix_tokens)")
+    ar_max = getattr(models.ar.model.config, "max_position_embeddings", None)
+    if ar_max is not None and 2 * B + 2 > ar_max:
+        raise ValueError(f"block_size {B} needs {2 * B + 2} AR positions; the AR has {ar_max}")
 
 
 def _check_limit(name: str, value: int) -> None:

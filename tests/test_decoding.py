@@ -209,6 +209,14 @@ def test_bad_context_ids_are_refused(tiny_models):
         decode(tiny_models, [5, tiny_models.dlm.mask_id], [], DecodeConfig())
     with pytest.raises(ValueError, match="token ids"):
         decode(tiny_models, [5], [10**9], DecodeConfig())
+    with pytest.raises(ValueError, match="more than the DLM's 2048 positions"):
+        decode(tiny_models, [5] * 2000, [6] * 40, DecodeConfig(max_new_tokens=16))
+    with pytest.raises(ValueError, match="block_size 16 needs 34 AR positions"):
+        tiny_models.ar.model.config.max_position_embeddings = 32
+        try:
+            decode(tiny_models, [5], [6], DecodeConfig(block_size=16))
+        finally:
+            tiny_models.ar.model.config.max_position_embeddings = 64
 
 
 def test_completion_without_context(tiny_models):
