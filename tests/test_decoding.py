@@ -232,3 +232,16 @@ def test_codila_projects_only_the_candidate_rows_through_the_lm_head(tiny_models
         rows.clear()
         run(tiny_models, method="dlm", tokens_per_step=4, max_new_tokens=16, eos_casting=False)
         assert rows == [16, 12, 8, 4]  # the DLM baseline ranks every masked position
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_decode_on_cuda_is_seeded_and_complete(tiny_model_dirs):
+    from decoding import load_models
+
+    models = load_models(*tiny_model_dirs, device="cuda", dtype="float32")
+    config = DecodeConfig(max_new_tokens=16, temperature=1.0, ar_temperature=1.0, kv_cache="dual", seed=3)
+    a = decode(models, PREFIX, SUFFIX, config)
+    b = decode(models, PREFIX, SUFFIX, config)
+    assert a.middle_ids == b.middle_ids and models.dlm.mask_id not in a.middle_ids
+    assert a.stats.dlm_seconds > 0 and a.stats.ar_seconds > 0
