@@ -1,0 +1,202 @@
+"""The CoDiLA language server: thin LSP handlers; the work lives in lsp_server.engine (the one adapter).
+
+    textDocument/inlineCompletion   multi-line ghost text from the text before and after the cursor
+    textDocument/completion         the same completion as one item with a multi-line TextEdit
+    codila.infillSelection          [uri, range]: regenerate the range, applied with workspace/applyEdit
+    codila.trainOnWorkspace         [] | [{"blockSize", "maxSteps", "output"}] | [folderUri, ...]
+    codila/debugStats (request)     threads, memory, counters, recent request timings
+    codila/status (notification)    {"state", "message", "lastLatencyMs"} to the client
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lsprotocol import converters, types
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.workspace import TextDocument
+
+from lsp_server import __version__
+from lsp_server.engine import Engine, NotReady
+from lsp_server.text import Context, context_at, context_for_range
+from lsp_server.training_job import TrainingCancelled, TrainingFailed, parse_arguments
+from lsp_server.ui import EditorUI
+
+INFILL_COMMAND = "codila.infillSelection"
+TRAIN_COMMAND = "codila.trainOnWorkspace"
+_converter = converters.get_converter()
+
+
+class CodilaProtocol(LanguageServerProtocol):
+    """pygls's protocol, plus: `$/cancelRequest` also stops the request's work on the model thread.
+
+    pygls cancels the request's asyncio task (or only its result future, for commands); neither reaches a
+    decode already running in another thread. The engine's stop flag does, before the next iteration.
+    """
+
+    def _handle_cancel_notification(self, msg_id: Any) -> None:
+        self._server.engine.cancel_request(msg_id)
+        super()._handle_cancel_notification(msg_id)
+
+
+class CodilaServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("codila-lsp", __version__, protocol_cls=CodilaProtocol)
+        self.ui = EditorUI(self)
+        self.engine = Engine(self.ui)
+        self.initial_options: Any = None
+        self._background: set[asyncio.Task] = set()
+
+    def document(self, uri: str) -> TextDocument:
+        """An open document; an unknown URI is a client error with a clear message."""
+        if uri not in self.workspace.text_documents:
+            raise JsonRpcInvalidParams(message=f"{uri} is not open (send textDocument/didOpen first)")
+        return self.workspace.get_text_document(uri)
+
+    async def pull_settings(self) -> Any:
+        """The "codila" section through workspace/configuration, when the client offers it."""
+        workspace = self.client_capabilities.workspace
+        if workspace is None or not workspace.configuration:
+            return None
+        params = types.ConfigurationParams(items=[types.ConfigurationItem(section="codila")])
+        return (await self.workspace_configuration_async(params))[0]
+
+    async def apply(self, context: Context, new_text: str) -> bool:
+        """Replace context.range with new_text through workspace/applyEdit (versioned when the client can)."""
+        edit = types.TextEdit(range=context.range, new_text=new_text)
+        changes = self.client_capabilities.workspace and self.client_capabilities.workspace.workspace_edit
+        if changes is not None and changes.document_changes:
+            document = types.OptionalVersionedTextDocumentIdentifier(uri=context.uri, version=context.version)
+            workspace_edit = types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(document, [edit])])
+        else:
+            workspace_edit = types.WorkspaceEdit(changes={context.uri: [edit]})
+        params = types.ApplyWorkspaceEditParams(edit=workspace_edit, label="CoDiLA infill")
+        return (await self.workspace_apply_edit_async(params)).applied
+
+    def in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+server = CodilaServer()
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: CodilaServer, params: types.InitializeParams) -> None:
+    ls.ui.loop = asyncio.get_running_loop()
+    ls.initial_options = params.initialization_options
+
+
+@server.feature(types.INITIALIZED)
+def initialized(ls: CodilaServer, params: types.InitializedParams) -> None:
+    """Settings and models load in the background; requests meanwhile get empty answers."""
+    ls.in_background(ls.engine.startup(ls.initial_options, ls.pull_settings))
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def did_change_configuration(ls: CodilaServer, params: types.DidChangeConfigurationParams) -> None:
+    """{"settings": {"codila": {...}}} is applied; anything else means: pull the section."""
+    section = params.settings.get("codila") if isinstance(params.settings, dict) else None
+    await ls.engine.apply_settings(section if section is not None else await ls.pull_settings())
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(ls: CodilaServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    """Ghost text at the cursor, from the text before and after it."""
+    context = context_at(ls.document(params.text_document.uri), params.position)
+    invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    text = await ls.engine.complete(context, ls.protocol.msg_id, "inlineCompletion", invoked)
+    if not text:
+        return types.InlineCompletionList(items=[])
+    cursor = types.Range(start=context.position, end=context.position)
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=cursor)])
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+async def completion(ls: CodilaServer, params: types.CompletionParams) -> types.CompletionList:
+    """The same completion for clients without inline completion: one item, one multi-line TextEdit."""
+    context = context_at(ls.document(params.text_document.uri), params.position)
+    invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+    text = await ls.engine.complete(context, ls.protocol.msg_id, "completion", invoked)
+    items = [completion_item(text, context)] if text else []
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+@server.command(INFILL_COMMAND)
+async def infill_selection(ls: CodilaServer, *args: Any) -> dict[str, Any]:
+    """[uri, range]: regenerate the range from its prefix and suffix, with cancellable progress."""
+    uri, span = _infill_arguments(args)
+    context = context_for_range(ls.document(uri), span)
+    try:
+        async with ls.ui.progress("CoDiLA: infilling", cancellable=True) as progress:
+            decoded = await ls.engine.infill(context, ls.protocol.msg_id, progress)
+    except NotReady as err:
+        ls.ui.message("warning", f"CoDiLA: cannot infill: {err}")
+        return {"applied": False, "reason": str(err)}
+    if decoded is None:
+        return {"applied": False, "reason": "cancelled"}
+    if ls.workspace.get_text_document(uri).version != context.version:
+        return {"applied": False, "reason": "the document changed while infilling", "text": decoded.text}
+    return {"applied": await ls.apply(context, decoded.text), "text": decoded.text, "verify": decoded.status}
+
+
+@server.command(TRAIN_COMMAND)
+async def train_on_workspace(ls: CodilaServer, *args: Any) -> dict[str, Any]:
+    """Fine-tune the AR on the workspace's source files, then use it without a restart."""
+    try:
+        options = parse_arguments(list(args), [f.uri for f in ls.workspace.folders.values()])
+    except ValueError as err:
+        raise JsonRpcInvalidParams(message=f"{TRAIN_COMMAND}: {err}") from None
+    try:
+        async with ls.ui.progress("CoDiLA: training on the workspace", cancellable=True) as progress:
+            output = await ls.engine.train(options, progress, ls.protocol.msg_id)
+    except TrainingCancelled:
+        return {"cancelled": True}
+    except (TrainingFailed, RuntimeError) as err:
+        ls.ui.message("error", f"CoDiLA: training failed: {err}")
+        raise JsonRpcInternalError(message=str(err)) from None
+    ls.ui.message("info", f"CoDiLA: now completing with the AR trained on this workspace ({output}). "
+                          "Set codila.arPath to that folder to keep it after a restart.")
+    return {"output": output}
+
+
+@server.feature("codila/debugStats")
+def debug_stats(ls: CodilaServer, params: Any) -> dict[str, Any]:
+    """Threads, memory, counters (decodes started, cache hits, ...) and the recent request records."""
+    return ls.engine.stats()
+
+
+@server.feature(types.SHUTDOWN)
+def shutdown(ls: CodilaServer, params: Any) -> None:
+    ls.engine.close()
+
+
+def completion_item(text: str, context: Context) -> types.CompletionItem:
+    """One item whose TextEdit inserts the whole (multi-line) completion at the cursor."""
+    first = text.strip().split("\n", 1)[0]
+    label = first[:60] + ("…" if len(first) > 60 or "\n" in text.strip() else "")
+    fence = f"```{context.language_id or ''}\n{text}\n```"
+    return types.CompletionItem(
+        label=label or "(whitespace)",
+        kind=types.CompletionItemKind.Snippet,
+        detail="CoDiLA",
+        documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=fence),
+        text_edit=types.TextEdit(range=types.Range(start=context.position, end=context.position), new_text=text),
+        insert_text_format=types.InsertTextFormat.PlainText,
+        sort_text="0",
+        preselect=True,
+    )
+
+
+def _infill_arguments(args: tuple[Any, ...]) -> tuple[str, types.Range]:
+    try:
+        uri, span = args
+        if not isinstance(uri, str):
+            raise TypeError("the first argument must be a document URI")
+        return uri, _converter.structure(span, types.Range)
+    except Exception as err:
+        raise JsonRpcInvalidParams(message=f"{INFILL_COMMAND} takes [uri, range]: {err}") from None

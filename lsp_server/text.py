@@ -1,0 +1,203 @@
+"""Text stages around the decoder: where the cursor is, what the model sees, and tidying what it wrote.
+
+    context_at(doc, position) / context_for_range(doc, range)   LSP position (UTF-16) -> prefix | suffix
+    window(context, tokens)                                      a bounded slice around the cursor
+    tidy(text, context)                                          drop what already follows the cursor,
+                                                                 indent like the file
+
+Pure functions on strings and pygls documents; no model, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.workspace import TextDocument
+
+from verify import language_for
+
+CHARS_PER_TOKEN = 8  # a generous upper bound for code: the character cut before tokenizing never bites first
+MAX_OVERLAP = 400  # characters of the suffix compared with the end of a completion
+BINARY_CONTROL_SHARE = 0.1  # more control characters than this in the visible context: binary content
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
+_BRACKETS = {")": "(", "]": "[", "}": "{"}
+
+
+@dataclass(frozen=True)
+class Context:
+    """The document around one cursor (or selection): the decoder fills the gap between prefix and suffix.
+
+    position: the cursor in client units (UTF-16), clamped to its line as the LSP specification says;
+    range: the replaced span for a selection (None for a cursor); language: tree-sitter grammar for
+    verification, None when unsupported (the completion then passes unverified).
+    """
+
+    uri: str
+    version: int | None
+    language_id: str | None
+    language: str | None
+    prefix: str
+    suffix: str
+    position: types.Position
+    range: types.Range | None = None
+
+
+def context_at(doc: TextDocument, position: types.Position) -> Context:
+    """Split `doc` at `position` (UTF-16 code units). Raises JsonRpcInvalidParams outside the document."""
+    lines = doc.lines
+    source = doc.source
+    cursor = _clamp(lines, source, position)
+    offset = _offset(doc, lines, cursor)
+    return Context(doc.uri, doc.version, doc.language_id, _language(doc), source[:offset], source[offset:], cursor)
+
+
+def context_for_range(doc: TextDocument, span: types.Range) -> Context:
+    """Prefix before `span`, suffix after it: the decoder regenerates what the range covers."""
+    lines = doc.lines
+    source = doc.source
+    start, end = _clamp(lines, source, span.start), _clamp(lines, source, span.end)
+    lo, hi = _offset(doc, lines, start), _offset(doc, lines, end)
+    if lo > hi:
+        raise JsonRpcInvalidParams(message=f"range start {_show(span.start)} is after its end {_show(span.end)}")
+    return Context(doc.uri, doc.version, doc.language_id, _language(doc), source[:lo], source[hi:], start,
+                   types.Range(start=start, end=end))
+
+
+def window(context: Context, context_tokens: int) -> tuple[str, str, int, int]:
+    """(prefix, suffix, prefix_tokens, suffix_tokens): 3/4 of the token budget before the cursor, 1/4 after.
+
+    Characters are cut first so that a 5 MB file is never tokenized whole; the decoder then keeps the last
+    prefix_tokens / first suffix_tokens tokens exactly.
+    """
+    suffix_tokens = context_tokens // 4
+    prefix_tokens = context_tokens - suffix_tokens
+    prefix = context.prefix[-prefix_tokens * CHARS_PER_TOKEN:] if context.prefix else ""
+    suffix = context.suffix[: suffix_tokens * CHARS_PER_TOKEN]
+    return prefix, suffix, prefix_tokens, suffix_tokens
+
+
+def looks_binary(text: str) -> bool:
+    """NUL bytes, or many control characters: not text a code model should continue."""
+    if "\x00" in text:
+        return True
+    return len(_CONTROL.findall(text)) > BINARY_CONTROL_SHARE * max(len(text), 1)
+
+
+def tidy(text: str, context: Context) -> str:
+    """The completion as the editor should show it: no repeat of what follows the cursor, the file's indents."""
+    text = strip_overlap(text, context.suffix)
+    return match_indentation(text, indent_unit(context.prefix[-20_000:] + context.suffix[:20_000]))
+
+
+def strip_overlap(text: str, suffix: str) -> str:
+    """Drop the end of `text` that the suffix already starts with: a closing bracket, the next line(s).
+
+    Two matches are tried: exact characters (`a)` before `)`), then whole lines ignoring indentation. A match
+    is dropped only if that leaves the completion's own brackets no less balanced: in `print(|)` the
+    completion `f(a)` keeps its `)`, while `a)` loses it.
+    """
+    if not text or not suffix:
+        return text
+    if suffix[0] == "\n" or suffix.startswith("\r\n"):
+        text = text.rstrip(" \t")
+    for k in range(min(len(text), len(suffix), MAX_OVERLAP), 0, -1):
+        if text.endswith(suffix[:k]) and _unbalanced(text[:-k]) <= _unbalanced(text):
+            return text[:-k]
+    return _strip_repeated_lines(text, suffix)
+
+
+def _strip_repeated_lines(text: str, suffix: str) -> str:
+    lines = text.split("\n")
+    following = [line.strip() for line in suffix.split("\n")[1:] if line.strip()]  # [0] is the cursor's line
+    for m in range(len(lines) - 1, 0, -1):
+        tail = [line.strip() for line in lines[-m:]]
+        if all(tail) and tail == following[:m]:
+            kept = "\n".join(lines[:-m])
+            if _unbalanced(kept) <= _unbalanced(text):
+                return kept
+    return text
+
+
+def _unbalanced(text: str) -> int:
+    """Brackets without a partner inside `text` (strings are not parsed: a heuristic, used only to compare)."""
+    stack: list[str] = []
+    unmatched = 0
+    for ch in text:
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in _BRACKETS:
+            if stack and stack[-1] == _BRACKETS[ch]:
+                stack.pop()
+            else:
+                unmatched += 1
+    return unmatched + len(stack)
+
+
+def indent_unit(sample: str) -> str:
+    """The file's indentation step: "\\t", or N spaces (the most common step between indented lines; 4)."""
+    tabs = spaces = 0
+    widths = []
+    for line in sample.split("\n"):
+        if not line.strip():
+            continue
+        if line.startswith("\t"):
+            tabs += 1
+        elif line.startswith(" "):
+            spaces += 1
+        widths.append(len(line) - len(line.lstrip(" ")))
+    if tabs > spaces:
+        return "\t"
+    steps = Counter(abs(b - a) for a, b in zip(widths, widths[1:]) if a != b)
+    step = steps.most_common(1)[0][0] if steps else 4
+    return " " * (step if step in (2, 3, 4, 8) else 4)
+
+
+def match_indentation(text: str, unit: str) -> str:
+    """Re-indent lines 2.. of `text` with the file's unit (tabs <-> spaces); line 1 continues the cursor's line."""
+    lines = text.split("\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        body = line.lstrip(" \t")
+        lead = line[: len(line) - len(body)]
+        if unit == "\t" and " " in lead:
+            levels = lead.count("\t") + math.ceil(lead.count(" ") / 4)  # spaces -> tabs, 4 columns a tab
+            lead = "\t" * levels
+        elif unit != "\t" and "\t" in lead:
+            lead = lead.replace("\t", unit)
+        out.append(lead + body)
+    return "\n".join(out)
+
+
+def _clamp(lines: tuple[str, ...] | list[str], source: str, position: types.Position) -> types.Position:
+    """Check the line, clamp the character to the line's length (LSP: "defaults back to the line length")."""
+    line_count = len(lines)
+    ends_open = not source or source.endswith(("\n", "\r"))  # the position after a final newline is valid
+    if position.line < line_count:
+        line = lines[position.line].rstrip("\r\n")
+        units = len(line.encode("utf-16-le")) // 2
+        return types.Position(line=position.line, character=min(position.character, units))
+    if position.line == line_count and ends_open:
+        return types.Position(line=position.line, character=0)
+    raise JsonRpcInvalidParams(
+        message=f"position {_show(position)} is outside the document ({line_count} lines)")
+
+
+def _offset(doc: TextDocument, lines, position: types.Position) -> int:
+    """Index into doc.source of a (clamped) client position, through pygls's UTF-16 codec."""
+    if position.line >= len(lines):
+        return sum(len(line) for line in lines)
+    server = doc.position_codec.position_from_client_units(lines, position)
+    return server.character + sum(len(line) for line in lines[: server.line])
+
+
+def _language(doc: TextDocument) -> str | None:
+    return (language_for(doc.language_id) if doc.language_id else None) or language_for(doc.uri)
+
+
+def _show(position: types.Position) -> str:
+    return f"{position.line}:{position.character}"
