@@ -1,0 +1,231 @@
+"""The server's stages in-process: settings validation, text stages, the suggestion cache, trainer arguments,
+and the engine's behaviour when decoding crashes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.workspace import TextDocument
+
+from lsp_server.engine import Engine, SuggestionCache
+from lsp_server.server import completion_item
+from lsp_server.settings import ServerSettings, merge
+from lsp_server.text import (context_at, context_for_range, indent_unit, looks_binary, match_indentation,
+                             strip_overlap, tidy, window)
+from lsp_server.training_job import finetune_command, parse_arguments
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def test_a_bad_value_is_refused_by_name_and_the_rest_applies():
+    settings, problems = merge(ServerSettings(), {"blockSize": 0, "maxNewTokens": 32, "device": "gpu",
+                                                  "syntaxCheck": "reject", "colour": "red"})
+    assert settings.block_size is None and settings.device == "auto"  # kept
+    assert settings.max_new_tokens == 32 and settings.syntax_check == "reject"  # applied
+    assert [p.split(" ")[0].rstrip(":") for p in problems] == ["blockSize", "device", "colour"]
+    assert "between 1 and 16" in problems[0] and "keeping the preset value" in problems[0]
+    assert "keeping 'auto'" in problems[1]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("preset", "turbo"), ("tau", -1), ("topP", 0), ("topP", 1.5), ("maxNewTokens", 2000), ("maxNewTokens", 8.5),
+    ("contextTokens", 4), ("latencyBudgetMs", -5), ("debounceMs", True), ("kvCache", "full"), ("mode", "greedy"),
+    ("method", "beam"), ("dtype", "int8"), ("arBackend", "onnx"), ("trustRemoteCode", "yes"), ("dlmPath", ""),
+    ("logLevel", "loud"), ("scope", 0), ("temperature", -0.1)])
+def test_every_setting_is_validated(name, value):
+    old = ServerSettings()
+    settings, problems = merge(old, {name: value})
+    assert settings == old and len(problems) == 1 and problems[0].startswith(f"{name} = ")
+
+
+def test_presets_fill_unset_knobs_and_explicit_knobs_win():
+    assert ServerSettings(preset="fast").decode_config().block_size == 8
+    assert ServerSettings(preset="fast", block_size=2).decode_config().block_size == 2
+    assert ServerSettings(preset="accurate").decode_config().kv_cache == "none"
+    config = ServerSettings(latency_budget_ms=300, max_new_tokens=16, top_p=0.9).decode_config()
+    assert (config.deadline_ms, config.max_new_tokens, config.top_p) == (300.0, 16, 0.9)
+    assert ServerSettings().decode_config().deadline_ms is None  # 0 = no budget
+
+
+def test_merging_nothing_or_garbage_keeps_everything():
+    settings = ServerSettings(preset="fast")
+    assert merge(settings, None) == (settings, [])
+    assert merge(settings, {}) == (settings, [])
+    same, problems = merge(settings, ["preset", "fast"])
+    assert same == settings and "must be an object" in problems[0]
+
+
+# ------------------------------------------------------------------------------------------ text stages
+def doc(text: str, uri: str = "file:///w/x.py", language_id: str | None = "python") -> TextDocument:
+    return TextDocument(uri, text, version=3, language_id=language_id)
+
+
+def test_context_splits_at_utf16_positions():
+    document = doc('a = "😀中文"\nb = 2\n')
+    context = context_at(document, types.Position(line=0, character=8))  # a = " (5) + 😀 (2) + 中 (1)
+    assert context.prefix == 'a = "😀中' and context.suffix == '文"\nb = 2\n'
+    assert context.language == "python" and context.version == 3
+
+
+def test_positions_past_the_line_clamp_and_past_the_document_fail():
+    document = doc("ab😀\nx")
+    assert context_at(document, types.Position(line=0, character=99)).prefix == "ab😀"
+    assert context_at(document, types.Position(line=1, character=99)).suffix == ""
+    with pytest.raises(JsonRpcInvalidParams, match="outside the document"):
+        context_at(document, types.Position(line=2, character=0))
+    # after a final newline, the empty last line exists
+    assert context_at(doc("x\n"), types.Position(line=1, character=0)).prefix == "x\n"
+    assert context_at(doc(""), types.Position(line=0, character=0)).prefix == ""
+
+
+def test_range_context_and_reversed_ranges():
+    document = doc("one 😀 two\n")
+    span = types.Range(start=types.Position(line=0, character=4), end=types.Position(line=0, character=6))
+    context = context_for_range(document, span)
+    assert (context.prefix, context.suffix) == ("one ", " two\n")
+    with pytest.raises(JsonRpcInvalidParams, match="after its end"):
+        context_for_range(document, types.Range(start=span.end, end=span.start))
+
+
+def test_window_cuts_characters_before_tokens():
+    context = context_at(doc("p" * 100_000 + "s" * 100_000), types.Position(line=0, character=100_000))
+    prefix, suffix, prefix_tokens, suffix_tokens = window(context, 1000)
+    assert (prefix_tokens, suffix_tokens) == (750, 250)
+    assert prefix == "p" * 6000 and suffix == "s" * 2000
+
+
+@pytest.mark.parametrize("text, suffix, expected", [
+    ("a, b)", ")\n", "a, b"),  # the closing bracket is already there
+    ("f(a)", ")\n", "f(a)"),  # ...but this one closes the completion's own call
+    ("x = 1\n", "\nprint(x)", "x = 1"),
+    ("1\nprint(x)", "\nprint(x)\n", "1"),
+    ("total = 0\n    return total", "\n    return total\n", "total = 0"),
+    ("total = 0\nreturn total", "\n    return total\n", "total = 0"),  # same line, other indentation
+    ("if x {\n    y()\n}", "\n}\n", "if x {\n    y()\n}"),  # its own brace stays
+    ("value   ", "\nnext", "value"),
+    ("abc", "", "abc"),
+    ("abc", "xyz", "abc"),
+])
+def test_strip_overlap(text, suffix, expected):
+    assert strip_overlap(text, suffix) == expected
+
+
+def test_indentation_follows_the_file():
+    assert indent_unit("def f():\n\tif x:\n\t\treturn 1\n") == "\t"
+    assert indent_unit("def f():\n  if x:\n    return 1\n") == "  "
+    assert indent_unit("x = 1\n") == "    "
+    assert match_indentation("a\n    b\n        c", "\t") == "a\n\tb\n\t\tc"
+    assert match_indentation("a\n\tb\n\t\tc", "  ") == "a\n  b\n    c"
+    assert match_indentation("    keep first\n    b", "\t") == "    keep first\n\tb"
+    context = context_at(doc("def f():\n\tx = 1\n\t\n"), types.Position(line=2, character=1))
+    assert tidy("y = 2\n    return y", context) == "y = 2\n\treturn y"
+
+
+def test_binary_content_is_recognised():
+    assert looks_binary("ELF\x00\x01")
+    assert looks_binary("\x01\x02\x03\x04abc")
+    assert not looks_binary("def f():\n\treturn 1\r\n")
+
+
+def test_completion_item_is_one_multiline_text_edit():
+    context = context_at(doc("x = \n"), types.Position(line=0, character=4))
+    item = completion_item("compute(\n    1,\n)", context)
+    assert item.text_edit.new_text == "compute(\n    1,\n)"
+    assert item.text_edit.range.start == item.text_edit.range.end == types.Position(line=0, character=4)
+    assert item.label == "compute(…"
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def test_cache_serves_the_rest_of_a_suggestion_being_typed():
+    cache = SuggestionCache()
+    document = doc("def f(x):\n    return \n\nprint(f(1))\n")
+    at = context_at(document, types.Position(line=1, character=11))
+    cache.store(at, "x + 1")
+    assert cache.lookup(at) == "x + 1"
+
+    typed = doc("def f(x):\n    return x +\n\nprint(f(1))\n")
+    assert cache.lookup(context_at(typed, types.Position(line=1, character=14))) == " 1"
+    other = doc("def f(x):\n    return y\n\nprint(f(1))\n")
+    assert cache.lookup(context_at(other, types.Position(line=1, character=12))) is None  # typed something else
+    done = doc("def f(x):\n    return x + 1\n\nprint(f(1))\n")
+    assert cache.lookup(context_at(done, types.Position(line=1, character=16))) is None  # nothing left
+    changed_after = doc("def f(x):\n    return x\n\nprint(f(2))\n")
+    assert cache.lookup(context_at(changed_after, types.Position(line=1, character=12))) is None
+    cache.forget(document.uri)
+    assert cache.lookup(at) is None
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_trainer_arguments(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "my project"
+    folder.mkdir()
+    options = parse_arguments([], [folder.as_uri()])
+    assert options.folders == (folder,) and options.block_size == 4
+    assert options.output.parent == tmp_path / "cache" / "codila-lsp" / "trained"
+    options = parse_arguments([folder.as_uri(), {"blockSize": 8, "maxSteps": 5, "output": str(tmp_path / "o")}], [])
+    assert (options.block_size, options.max_steps, options.output) == (8, 5, tmp_path / "o")
+    command = finetune_command(options, "DLM", "AR", "cpu")
+    assert command[1:3] == ["-m", "training.finetune"]
+    for flag, value in [("--dlm", "DLM"), ("--ar", "AR"), ("--data", str(folder)), ("--block-size", "8"),
+                        ("--max-steps", "5"), ("--output", str(tmp_path / "o")), ("--device", "cpu")]:
+        assert command[command.index(flag) + 1] == value
+    assert "--json-progress" in command
+    with pytest.raises(ValueError, match="blockSize"):
+        parse_arguments([{"blockSize": 32}], [folder.as_uri()])
+    with pytest.raises(ValueError, match="unknown option"):
+        parse_arguments([{"steps": 3}], [folder.as_uri()])
+    with pytest.raises(ValueError, match="open a folder"):
+        parse_arguments([], [])
+    with pytest.raises(ValueError, match="only local folders"):
+        parse_arguments(["https://example.com/repo"], [])
+
+
+# ---------------------------------------------------------------------------------------------- engine
+class FakeEditor:
+    def __init__(self):
+        self.statuses, self.messages = [], []
+
+    def status(self, state, message, last_latency_ms):
+        self.statuses.append((state, message, last_latency_ms))
+
+    def message(self, level, text):
+        self.messages.append((level, text))
+
+    def progress(self, title, cancellable):
+        raise AssertionError("no progress expected")
+
+
+def test_a_crash_in_decoding_fails_that_request_only(tiny_models, monkeypatch):
+    async def scenario():
+        engine = Engine(FakeEditor())
+        engine.settings = ServerSettings(max_new_tokens=4, debounce_ms=0, syntax_check="off")
+        engine.models = tiny_models
+        context = context_at(doc("def f(x):\n    return \n"), types.Position(line=1, character=11))
+
+        import decoding
+
+        real = decoding.infill
+        calls = []
+
+        def crash_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("CUDA error: device-side assert")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(decoding, "infill", crash_once)
+        with pytest.raises(RuntimeError, match="device-side assert"):
+            await engine.complete(context, "r1", "inlineCompletion", invoked=True)
+        text = await engine.complete(context, "r2", "inlineCompletion", invoked=True)
+        engine.close()
+        return engine, text
+
+    engine, text = asyncio.run(scenario())
+    assert text  # the next request is served
+    assert engine.counters["decodes_failed"] == 1 and engine.counters["decodes_finished"] == 1
+    assert [r["outcome"] for r in engine.recent] == ["error", "ok"]
+    assert "device-side assert" in engine.recent[0]["error"]
+
