@@ -361,11 +361,11 @@ def _check_ids(name: str, ids: list[int], vocab: int, mask_id: int) -> None:
 
 def _check_lengths(models: ModelPair, canvas_len: int, B: int) -> None:
     """The canvas must fit the DLM's positions, a block prompt (2B + 2 positions) the AR's."""
-    dlm_max = getattr(models.dlm.model.config, "max_position_embeddings", None)
+    dlm_max = getattr(getattr(models.dlm.model, "config", None), "max_position_embeddings", None)
     if dlm_max is not None and canvas_len > dlm_max:
         raise ValueError(f"prefix + max_new_tokens + suffix = {canvas_len} tokens, more than the DLM's "
                          f"{dlm_max} positions; keep less context (max_prefix_tokens / max_suffix_tokens)")
-    ar_max = getattr(models.ar.model.config, "max_position_embeddings", None)
+    ar_max = getattr(getattr(models.ar.model, "config", None), "max_position_embeddings", None)
     if ar_max is not None and 2 * B + 2 > ar_max:
         raise ValueError(f"block_size {B} needs {2 * B + 2} AR positions; the AR has {ar_max}")
 

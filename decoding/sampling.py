@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 # logits (M, V), generator -> token ids (M,)
 Sampler = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -28,9 +29,13 @@ def make_sampler(temperature: float, top_p: float) -> Sampler:
     """Greedy (argmax) when temperature is 0, else nucleus sampling at (temperature, top_p)."""
     if temperature == 0:
         return greedy
+    # transformers' own warpers, built once: logits / T, then -inf outside the top-p nucleus
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p, min_tokens_to_keep=1))
 
     def sampler(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return sample_nucleus(logits, temperature, top_p, generator)
+        return sample(warpers(None, logits.float()), generator)
 
     return sampler
 
@@ -40,18 +45,7 @@ def greedy(logits: torch.Tensor, generator: torch.Generator | None = None) -> to
     return logits.argmax(-1)
 
 
-def sample_nucleus(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Sample one id per row from softmax(logits / temperature) restricted to its top-p nucleus.
-
-    logits: (M, V) -> (M,). The most likely id is always kept, so a tiny top_p behaves like argmax.
-    """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (M, V)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)  # (M, V)
-        # drop an id when the ids ranked above it already cover top_p
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # (M, V), never the first
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)  # (M, V)
+def sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One id per row from softmax(logits), drawn with `generator`. logits: (M, V) -> (M,)."""
+    probs = torch.softmax(logits, dim=-1)  # (M, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (M,)

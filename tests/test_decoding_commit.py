@@ -14,7 +14,7 @@ from decoding.commit import (
     lowest_entropy,
     static_commit,
 )
-from decoding.sampling import entropy, make_sampler, sample_nucleus
+from decoding.sampling import entropy, make_sampler
 
 T, F = True, False
 
@@ -113,9 +113,9 @@ def test_eos_casting_fills_everything_after_the_first_committed_eos():
 
 def test_nucleus_sampling_never_leaves_the_nucleus_and_is_seeded():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(400, 4)
-    g = torch.Generator().manual_seed(0)
-    draws = sample_nucleus(logits, 1.0, 0.7, g)
+    nucleus = make_sampler(1.0, 0.7)
+    draws = nucleus(logits, torch.Generator().manual_seed(0))
     assert set(draws.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.7; ids 2 and 3 are cut
-    again = sample_nucleus(logits, 1.0, 0.7, torch.Generator().manual_seed(0))
+    again = nucleus(logits, torch.Generator().manual_seed(0))
     assert torch.equal(draws, again)
     assert make_sampler(0.0, 0.8)(logits[:2], None).tolist() == [0, 0]  # temperature 0 = argmax
