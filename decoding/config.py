@@ -33,7 +33,9 @@ class DecodeConfig:
                      at least this (and at least the single most confident one). None = use tokens_per_step.
     max_new_tokens:  N, the number of masked positions between prefix and suffix (a budget: unused
                      positions become EOS and are dropped from the text).
-    temperature, top_p:        sampling of DLM tokens (temperature 0 = argmax).
+    temperature, top_p:        sampling of the tokens the DLM commits itself (method "dlm", the dynamic
+                               k = 1 fallback, the deadline flush); temperature 0 = argmax. The AR always
+                               reads the DLM's temperature-1 marginals, as it was trained to.
     ar_temperature, ar_top_p:  sampling inside the AR executor (paper: 0.1 and 0.8).
     eos_penalty:     subtracted from the DLM's EOS logit before the softmax (0 = off). Counters EOS collapse.
     eos_casting:     once an EOS is committed, every later masked position becomes EOS (Dream-Coder).
