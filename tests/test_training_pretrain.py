@@ -107,3 +107,17 @@ def test_bad_pretrain_settings_raise_value_error():
         PretrainConfig(model="gpt", output="x")
     with pytest.raises(ValueError, match="budget"):
         PretrainConfig(model="dlm", output="x", budget=600, seq_len=512)
+
+
+def test_report_averages_training_loss_per_window(tmp_path):
+    from training.report import loss_table
+
+    run = tmp_path / "b4"
+    run.mkdir()
+    rows = [{"step": s, "loss": float(s)} for s in range(1, 7)] + [{"step": 6, "val_loss": 1.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = loss_table([run], every=3).splitlines()
+    assert table[0] == "| step | b4 |"
+    assert table[2:] == ["| 3 | 2.0000 |", "| 6 | 5.0000 |"]  # means of 1,2,3 and 4,5,6
+    with pytest.raises(ValueError, match="metrics.jsonl"):
+        loss_table([tmp_path / "missing"], every=3)

@@ -59,6 +59,7 @@ class PretrainConfig:
     corpus: str = "stdlib"
     size: str = "default"
     tokenizer: str | None = None
+    init: str | None = None
     vocab_size: int = 4096
     seq_len: int = 512
     batch_size: int = 8
@@ -265,6 +266,10 @@ def pretrain(config: PretrainConfig) -> Path:
              len(train.stream), len(val.texts), len(val.stream))
 
     model = build_model(config, len(tokenizer), eos_id)
+    if config.init:  # continue from an earlier run's weights (same architecture)
+        init = type(model).from_pretrained(config.init, use_safetensors=True)
+        model.load_state_dict(init.state_dict())
+        log.info("initialised from %s", config.init)
     extra = {"dlm_logit_shift": True, "mask_token_id": mask_id} if config.model == "dlm" else {}
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s/%s: %.2fM parameters", config.model, config.size, n_params / 1e6)
@@ -337,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", default="stdlib", help="stdlib = the training split of the Python standard library; or a folder of source files")
     p.add_argument("--size", default="default", help="architecture preset: default (the shipped model) or tiny (tests)")
     p.add_argument("--tokenizer", default=None, help="folder with a tokenizer to reuse; unset = train a byte-level BPE here")
+    p.add_argument("--init", default=None, help="model folder to continue from (same architecture); unset = random init")
     p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary when training a tokenizer")
     # optimisation
     p.add_argument("--seq-len", type=int, default=512, help="tokens per sample")
