@@ -375,25 +375,26 @@ class Trainer:
         gen = torch.Generator().manual_seed(_seed(cfg.seed, "mask", step, micro, self.rank))
         return mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
 
-    def forward_loss(self, inputs, labels, blocks) -> tuple[torch.Tensor, int]:
+    def forward_loss(self, model: torch.nn.Module, inputs, labels, blocks) -> tuple[torch.Tensor, int]:
         embeds, targets = ar_block_batch(self.pair, inputs, labels, blocks, self.config.block_size)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return ar_block_loss(self.model, embeds, targets)
+            return ar_block_loss(model, embeds, targets)
 
     @torch.no_grad()
     def validate(self) -> float:
         """Mean CE per target token over the validation items, with fixed masks (seeded per item)."""
         cfg = self.config
-        self.model.eval()
+        model = self.pair.ar.model  # unwrapped: rank 0 validates alone, no collective may run
+        model.eval()
         total, count = 0.0, 0
         for i, item in enumerate(self.data.val):
             ex = self.data.example(item, random.Random(_seed(cfg.seed, "val", i)))
             ids, spans = collate([ex], self.data.eos_id)
             gen = torch.Generator().manual_seed(_seed(cfg.seed, "valmask", i))
             inputs, labels, blocks = mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
-            loss, n = self.forward_loss(inputs, labels, blocks)
+            loss, n = self.forward_loss(model, inputs, labels, blocks)
             total, count = total + float(loss) * n, count + n
-        self.model.train()
+        model.train()
         return total / max(count, 1)
 
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
@@ -405,7 +406,7 @@ class Trainer:
         tokens = 0
         bar = self._progress_bar()
         while self.step < cfg.max_steps:
-            if cfg.max_minutes and time.monotonic() - start > cfg.max_minutes * 60:
+            if self._out_of_time(start):
                 log.info("time budget of %.1f minutes spent at step %d", cfg.max_minutes, self.step)
                 break
             loss_sum, n_tok = 0.0, 0
@@ -413,7 +414,7 @@ class Trainer:
                 inputs, labels, blocks = self.micro_batch(self.step, micro)
                 sync = micro == cfg.grad_accum - 1 or self.world == 1
                 with (self.model.no_sync() if not sync else _nullcontext()):
-                    loss, n = self.forward_loss(inputs, labels, blocks)
+                    loss, n = self.forward_loss(self.model, inputs, labels, blocks)
                     (loss / cfg.grad_accum).backward()
                 loss_sum += loss.item() / cfg.grad_accum
                 tokens += inputs.numel() * self.world
@@ -437,10 +438,26 @@ class Trainer:
             self._save_checkpoint()
         if bar is not None:
             bar.close()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # rank 0 may still be validating and writing
+            dist.destroy_process_group()
         result = {"done": True, "output": str(self.out), "best_val_loss": self.best_val, "step": self.step}
         if self.rank == 0 and cfg.json_progress:
             print(json.dumps(result), flush=True)
         return result
+
+    def _out_of_time(self, start: float) -> bool:
+        """True once max_minutes has passed; with several processes, as soon as any of them says so."""
+        late = bool(self.config.max_minutes) and time.monotonic() - start > self.config.max_minutes * 60
+        if self.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(late)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            late = bool(flag.item())
+        return late
 
     # -- reporting
     def _progress_bar(self):
