@@ -188,8 +188,8 @@ async def test_cancel_request_stops_a_running_decode_within_an_iteration(client)
         stopped = time.monotonic() - cancelled_at
     finally:
         await client.settle(maxNewTokens=8)
-    assert answered < 1.0
-    assert stopped < 2.0  # the decode itself stopped (one tiny-model iteration is ~0.1 s), not just the answer
+    assert answered < 2.0
+    assert stopped < 3.0  # the decode itself stopped (a tiny-model iteration takes ~0.1 s), not just the answer
     assert stats["decodesFinished"] == before["decodesFinished"]
     assert record_of(stats, "slow-1")["outcome"] == "cancelled"
     # and the worker is free again

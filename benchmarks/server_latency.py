@@ -1,0 +1,189 @@
+"""End-to-end latency of the language server: inline completions over stdio, as an editor sees them.
+
+    python -m benchmarks.server_latency                                  # the default model, default settings
+    python -m benchmarks.server_latency --tiny --threads 1 --max-new-tokens 16 --context-tokens 256
+                                                                         # tiny random models (plumbing only)
+    python -m benchmarks.server_latency --dlm DLM --ar AR --preset fast --threads 1 --json out.json
+
+Starts `python -m lsp_server`, opens a real source file of this repository and asks for one inline completion
+at a time at different cursors (line ends inside function bodies; invoked, so no debounce; a fresh cursor
+each time, so no cache hit). Reports p50/p95 of
+- end-to-end latency: request sent -> answer received, measured by the client;
+- server overhead: everything inside the server except the decoder call (queue, UTF-16 conversion, window,
+  tidy, syntax check, logging), from the server's own per-request records (codila/debugStats);
+- transport: end-to-end minus the server's own total (JSON-RPC encoding, pipes);
+- the decoder's share: DLM, AR and verify milliseconds, forward passes and tokens per step.
+The first request (warm-up) is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = ROOT / "verify" / "insertion.py"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # models
+    p.add_argument("--dlm", default=None, help="DLM folder (default: the shipped default model)")
+    p.add_argument("--ar", default=None, help="AR folder (default: the shipped default model)")
+    p.add_argument("--tiny", action="store_true", help="build and use the tiny random test models instead")
+    # settings sent as initializationOptions; unset = the server's default
+    p.add_argument("--preset", default=None, help="fast | balanced | accurate (default: the server's, balanced)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="maxNewTokens (default: the server's, 64)")
+    p.add_argument("--context-tokens", type=int, default=None, help="contextTokens (default: the server's, 2048)")
+    p.add_argument("--syntax-check", default=None, help="off | trim | reject (default: the server's, trim)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="server --threads (0 = torch's default)")
+    # workload
+    p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="source file to complete in")
+    p.add_argument("--requests", type=int, default=40, help="timed requests (after one warm-up)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the choice of cursors")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--server-log", type=Path, default=Path(tempfile.gettempdir()) / "codila-server-latency.log",
+                   help="the server's log (its per-request JSON lines) and stderr go here")
+    return p.parse_args(argv)
+
+
+def cursors(text: str, count: int, seed: int) -> list[types.Position]:
+    """Ends of indented code lines (inside bodies), distinct, in a seeded random order."""
+    lines = text.split("\n")
+    candidates = [types.Position(line=i, character=len(line.encode("utf-16-le")) // 2)
+                  for i, line in enumerate(lines) if line.startswith("    ") and line.strip()
+                  and not line.strip().startswith(("#", '"', "'"))]
+    random.Random(seed).shuffle(candidates)
+    if len(candidates) < count:
+        raise SystemExit(f"{len(candidates)} cursors in the file, {count} asked for")
+    return candidates[:count]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
+            "mean": round(statistics.fmean(values), 2)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {"dlmPath": args.dlm, "arPath": args.ar}
+    for name, value in [("preset", args.preset), ("maxNewTokens", args.max_new_tokens),
+                        ("contextTokens", args.context_tokens),
+                        ("syntaxCheck", args.syntax_check), ("device", args.device)]:
+        if value is not None:
+            settings[name] = value
+    client = LanguageClient("server-latency", "1")
+    statuses: list[Any] = []
+    client.feature("codila/status")(lambda params: statuses.append(params))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    await client.start_io(sys.executable, "-m", "lsp_server", "--threads", str(args.threads),
+                          "--log-file", str(args.server_log), env=env)
+    # pygls pipes the server's stderr: keep reading it, or the server blocks once the pipe is full
+    drain = asyncio.create_task(_drain(client._server.stderr, args.server_log))
+    try:
+        await client.initialize_async(types.InitializeParams(
+            capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=False)),
+            initialization_options=settings))
+        client.initialized(types.InitializedParams())
+        while not statuses or statuses[-1].state not in ("ready", "error"):
+            await asyncio.sleep(0.05)
+        if statuses[-1].state == "error":
+            raise SystemExit(f"the server could not load the models: {statuses[-1].message}")
+        text = args.file.read_text()
+        uri = args.file.resolve().as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+
+        end_to_end, ids = [], []
+        for i, position in enumerate(cursors(text, args.requests + 1, args.seed)):
+            msg_id = f"bench-{i}"
+            started = time.perf_counter()
+            await client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=position,
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
+                msg_id=msg_id)
+            if i > 0:  # the first request warms up
+                end_to_end.append((time.perf_counter() - started) * 1000)
+                ids.append(msg_id)
+        stats = _plain(await client.protocol.send_request_async("codila/debugStats", None))
+    finally:
+        try:
+            await asyncio.wait_for(client.shutdown_async(None), 30)
+            client.exit(None)
+        finally:
+            await client.stop()
+            drain.cancel()
+
+    records = {r["request"]: r for r in stats["recent"]}
+    timed = [records[i] for i in ids]
+    transport = [e - r["totalMs"] for e, r in zip(end_to_end, timed)]
+    return {
+        "models": {"dlm": args.dlm or "default", "ar": args.ar or "default", "tiny": args.tiny},
+        "settings": stats["settings"],
+        "threads": args.threads,
+        "requests": len(timed),
+        "outcomes": {o: sum(r["outcome"] == o for r in timed) for o in sorted({r["outcome"] for r in timed})},
+        "end_to_end_ms": summary(end_to_end),
+        "server_overhead_ms": summary([r["serverMs"] for r in timed]),
+        "server_overhead_excl_verify_ms": summary([r["serverMs"] - r["verifyMs"] for r in timed]),
+        "transport_ms": summary(transport),
+        "decode_ms": summary([r["decodeMs"] for r in timed]),
+        "dlm_ms": summary([r["dlmMs"] for r in timed]),
+        "ar_ms": summary([r["arMs"] for r in timed]),
+        "verify_ms": summary([r["verifyMs"] for r in timed]),
+        "queue_ms": summary([r["queueMs"] for r in timed]),
+        "forwards": summary([r["forwards"] for r in timed]),
+        "tokens": summary([r["tokens"] for r in timed]),
+        "tokens_per_step": summary([r["tokensPerStep"] for r in timed]),
+    }
+
+
+async def _drain(stream: asyncio.StreamReader, log_file: Path) -> None:
+    with log_file.open("ab") as out:
+        while chunk := await stream.read(65536):
+            out.write(chunk)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tiny:
+            sys.path.insert(0, str(ROOT))
+            from tests.tiny_models import build_tiny_models
+
+            dlm, ar = build_tiny_models(Path(tmp))
+            args.dlm, args.ar = str(dlm), str(ar)
+        result = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
