@@ -5,7 +5,7 @@ Each runs in a fresh `python -I` in its own temporary directory (also its HOME),
   - no network: a new network namespace (`unshare -n`, or `unshare -rn` for a non-root user) where the
     kernel allows it, and in every case an audit hook that refuses internet sockets, DNS look-ups and
     starting other programs;
-  - limits: wall-clock timeout (the whole process group is killed), CPU seconds, address space, file size;
+  - limits: CPU seconds, a wall-clock timeout (the whole process group is killed), address space, file size;
   - stdout discarded, stderr kept (its last line explains a failure).
 This keeps honest mistakes of generated code (endless loops, huge allocations, stray network calls) from
 hurting the machine or the numbers. It is not a security boundary against hostile code: run benchmarks of
@@ -14,6 +14,7 @@ untrusted models in a container or VM.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import shutil
@@ -65,10 +66,17 @@ def check_program(prompt: str, middle: str, suffix: str, test: str, entry_point:
     return prompt + middle + suffix + "\n" + test + "\n" + f"check({entry_point})"
 
 
-def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024) -> ExecResult:
-    """Execute `source` as a Python program under the restrictions above."""
-    if timeout_s <= 0 or memory_mb <= 0:
-        raise ValueError(f"timeout_s and memory_mb must be positive; got {timeout_s}, {memory_mb}")
+def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024,
+                wall_timeout_s: float | None = None) -> ExecResult:
+    """Execute `source` as a Python program under the restrictions above.
+
+    timeout_s: CPU seconds the program may use. wall_timeout_s: wall-clock limit, by default 4 * timeout_s + 5
+    so that a busy machine does not fail honest programs while a sleeping one is still stopped.
+    """
+    if timeout_s <= 0 or memory_mb <= 0 or (wall_timeout_s is not None and wall_timeout_s <= 0):
+        raise ValueError(f"limits must be positive; got timeout_s={timeout_s}, memory_mb={memory_mb}, "
+                         f"wall_timeout_s={wall_timeout_s}")
+    wall = 4 * timeout_s + 5 if wall_timeout_s is None else wall_timeout_s
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="codila-exec-") as tmp:
         program = Path(tmp) / "program.py"
@@ -82,16 +90,16 @@ def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024) -> E
                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                     preexec_fn=_limits(timeout_s, memory_mb))
             try:
-                code = proc.wait(timeout=timeout_s)
+                code = proc.wait(timeout=wall)
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                return ExecResult(False, "timed out", f"no exit within {timeout_s:g}s",
-                                  time.perf_counter() - started)
+                return ExecResult(False, "timed out", f"no exit within {wall:g}s", time.perf_counter() - started)
             finally:
-                _kill_group(proc)  # children it left behind
+                _kill_group(proc)  # on time-out, and any children it left behind
         seconds = time.perf_counter() - started
         if code == 0:
             return ExecResult(True, "passed", "", seconds)
+        if code in (-signal.SIGXCPU, -signal.SIGKILL):
+            return ExecResult(False, "timed out", f"over {timeout_s:g} CPU seconds", seconds)
         return ExecResult(False, "failed", _last_line(stderr_path) or f"exit status {code}", seconds)
 
 
@@ -113,8 +121,8 @@ def network_isolation() -> tuple[str, ...]:
 
 def _limits(timeout_s: float, memory_mb: int):
     def apply() -> None:
-        cpu = int(timeout_s) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        cpu = math.ceil(timeout_s)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU at the soft limit, SIGKILL after
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
         resource.setrlimit(resource.RLIMIT_FSIZE, (STDERR_LIMIT, STDERR_LIMIT))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

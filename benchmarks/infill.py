@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --- execution and output ---
     out = parser.add_argument_group("tests and output")
     out.add_argument("--exec-timeout", type=float, default=5.0, metavar="SECONDS",
-                     help="wall-clock limit for one task's tests (default 5)")
+                     help="CPU seconds one task's tests may use (default 5; the wall-clock limit is 4x + 5 s)")
     out.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the results here (atomically)")
     out.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="draw accuracy vs throughput")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -171,9 +171,11 @@ def _tasks(files: list[str], limit: int | None):
 
 def _models(args: argparse.Namespace):
     import torch
+    import transformers
 
     from decoding import load_models
 
+    transformers.utils.logging.disable_progress_bar()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     models = load_models(args.dlm, args.ar, device=args.device, dtype=args.dtype)

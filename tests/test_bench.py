@@ -1,0 +1,202 @@
+"""benchmarks/: decoder specs, task files, metrics, context fitting, the plot."""
+
+import gzip
+import json
+
+import pytest
+
+from benchmarks.harness import Length, context_limits
+from benchmarks.metrics import Sample, exact_match, percentile, program_syntax_ok, summarize
+from benchmarks.plot import pareto_front, pareto_plot
+from benchmarks.specs import parse_spec
+from benchmarks.tasks import load_tasks
+from decoding.config import DecodeConfig
+
+# the example problem shipped in openai/human-eval-infilling data/example_problem.jsonl
+OPENAI_EXAMPLE = {"task_id": "test/0", "prompt": "def return1():\n", "suffix": "1", "canonical_solution": "    return ",
+                  "test": "def check(candidate):\n    assert candidate() == 1", "entry_point": "return1"}
+
+
+# --- decoder specs -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, expected", [
+    ("dlm:k=1", dict(method="dlm", tokens_per_step=1, confidence=None)),
+    ("dlm:k=4", dict(method="dlm", tokens_per_step=4)),
+    ("dlm:conf=0.9", dict(method="dlm", confidence=0.9)),
+    ("codila:b=4", dict(method="codila", block_size=4, mode="static")),
+    ("codila:b=4,tau=0.3", dict(method="codila", block_size=4, mode="dynamic", tau=0.3)),
+    ("codila-top1:b=4", dict(method="codila-top1", block_size=4, mode="static")),
+    ("codila:b=4,budget_ms=300", dict(deadline_ms=300.0, mode="static")),
+    ("codila:b=8,kv=dual,scope=10,eos_casting=false", dict(block_size=8, kv_cache="dual", scope=10, eos_casting=False)),
+    ("codila:b=2,mode=dynamic", dict(mode="dynamic", tau=DecodeConfig().tau)),
+    ("dlm:conf=none,temperature=0.2", dict(confidence=None, temperature=0.2)),
+])
+def test_valid_specs_set_the_config_they_name(spec, expected):
+    decoder = parse_spec(spec)
+    assert decoder.spec == spec
+    for key, value in expected.items():
+        assert getattr(decoder.config, key) == value, key
+
+
+def test_spec_settings_go_on_top_of_the_harness_base_config():
+    assert parse_spec("codila:b=4", DecodeConfig(seed=7)).config.seed == 7
+    assert parse_spec("codila:b=4,seed=3", DecodeConfig(seed=7)).config.seed == 3
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("ar:k=1", "method must be one of codila, codila-top1, dlm"),
+    ("dlm:q=1", "unknown key 'q'; valid keys: k, conf, b, budget_ms, kv, block_size"),
+    ("dlm:k=two", "k='two' is not a valid int"),
+    ("dlm:k", "'k' is not KEY=VALUE"),
+    ("codila:b=99", "block_size must be between 1 and 16"),
+    ("codila:kv=triple", "kv_cache must be one of none, prefix, dual"),
+    ("dlm:max_new_tokens=5", "set for every task by --length"),
+    ("dlm:k=1,tokens_per_step=2", "given twice"),
+    ("codila:eos_casting=maybe", "is not a valid bool"),
+])
+def test_bad_specs_fail_with_a_message_that_says_why(spec, message):
+    with pytest.raises(ValueError, match="decoder spec") as err:
+        parse_spec(spec)
+    assert message in str(err.value)
+
+
+# --- tasks ---------------------------------------------------------------------------------------------
+
+def test_openai_task_files_load_unchanged_plain_or_gzipped(tmp_path):
+    plain = tmp_path / "example_problem.jsonl"
+    plain.write_text(json.dumps(OPENAI_EXAMPLE) + "\n\n")
+    zipped = tmp_path / "HumanEval-Example.jsonl.gz"
+    with gzip.open(zipped, "wt") as f:
+        f.write(json.dumps({**OPENAI_EXAMPLE, "task_id": "test/1"}) + "\n")
+    tasks = load_tasks([plain, zipped])
+    assert [t.task_id for t in tasks] == ["test/0", "test/1"]
+    assert tasks[0].executable and tasks[0].entry_point == "return1" and tasks[0].language == "python"
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"task_id": "a", "prompt": "x"}, "missing suffix, canonical_solution"),
+    ({**OPENAI_EXAMPLE, "entry_point": None}, "test and entry_point go together"),
+    ({**OPENAI_EXAMPLE, "prompt": 3}, "prompt must be a string"),
+    ({**OPENAI_EXAMPLE, "language": "cobol"}, "language 'cobol' is not one of"),
+    ([1, 2], "expected a JSON object"),
+])
+def test_malformed_task_lines_are_reported_with_file_and_line(tmp_path, record, message):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(OPENAI_EXAMPLE | {"task_id": "ok"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=f"{path.name}:2: .*{message}"):
+        load_tasks([path])
+
+
+def test_duplicate_task_ids_and_empty_files_are_refused(tmp_path):
+    path = tmp_path / "dup.jsonl"
+    path.write_text((json.dumps(OPENAI_EXAMPLE) + "\n") * 2)
+    with pytest.raises(ValueError, match="already used"):
+        load_tasks([path])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="no tasks"):
+        load_tasks([empty])
+    with pytest.raises(ValueError, match="cannot read task file"):
+        load_tasks([tmp_path / "missing.jsonl"])
+
+
+def test_public_task_sets_load_and_their_references_are_valid_python():
+    tasks = load_tasks(["benchmarks/data/stdlib-single-line.jsonl", "benchmarks/data/stdlib-multi-line.jsonl"])
+    assert len(tasks) >= 100
+    assert any(t.executable for t in tasks)
+    for task in tasks:
+        assert program_syntax_ok(task.prompt, task.canonical_solution, task.suffix, "python"), task.task_id
+        assert task.canonical_solution.strip(), task.task_id
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("middle, reference, same", [
+    ("x = 1", "x = 1", True),
+    ("x = 1   ", "x = 1", True),  # trailing spaces
+    ("x = 1\n", "x = 1", True),  # trailing newline
+    ("a = 1  \n    b = 2\t\n\n", "a = 1\n    b = 2", True),
+    ("  x = 1", "x = 1", False),  # indentation is code
+    ("x=1", "x = 1", False),
+    ("a = 1\n\nb = 2", "a = 1\nb = 2", False),  # a blank line inside is not trailing
+    ("", "x = 1", False),
+])
+def test_exact_match_ignores_only_trailing_whitespace(middle, reference, same):
+    assert exact_match(middle, reference) is same
+
+
+def test_syntax_ok_checks_the_whole_program():
+    prompt, suffix = "def f(x):\n    y = ", "\n    return y\n"
+    assert program_syntax_ok(prompt, "x + 1", suffix, "python")
+    assert not program_syntax_ok(prompt, "x +", suffix, "python")
+    assert not program_syntax_ok(prompt, "x\n      z = 1", suffix, "python")  # indentation: Python's verdict
+    assert program_syntax_ok("int f() { return ", "1;", " }\n", "c")
+    assert not program_syntax_ok("int f() { return ", "1", " }\n", "c")
+
+
+def test_percentile_interpolates_between_ranks():
+    values = [float(v) for v in range(1, 21)]  # 1..20: rank 0.95 * 19 = 18.05 -> 19 + 0.05
+    assert percentile(values, 95) == pytest.approx(19.05)
+    assert percentile(values[::-1], 95) == pytest.approx(19.05)  # order does not matter
+    assert percentile([7.0], 95) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 95)
+
+
+def _sample(decoder="d", passed=None, **kw):
+    base = dict(task_id="t", decoder=decoder, middle="", syntax_ok=True, exact_match=False, passed=passed,
+                exec_detail=None, latency_ms=100.0, tokens=10, committed=12, dlm_forwards=3, ar_calls=3,
+                iterations=3, max_new_tokens=12, deadline_hit=False)
+    return Sample(**{**base, **kw})
+
+
+def test_summary_aggregates_over_tasks_not_means_of_ratios():
+    samples = [_sample(latency_ms=100.0, tokens=10, committed=12, dlm_forwards=3, passed=True),
+               _sample(latency_ms=300.0, tokens=30, committed=4, dlm_forwards=4, syntax_ok=False, passed=False),
+               _sample(latency_ms=200.0, exact_match=True),
+               _sample(decoder="other", latency_ms=1e6)]
+    row = summarize("d", samples)
+    assert row["n"] == 3
+    assert row["syntax_ok"] == pytest.approx(2 / 3)
+    assert row["exact_match"] == pytest.approx(1 / 3)
+    assert (row["pass_at_1"], row["n_tested"]) == (0.5, 2)  # only tasks with tests count
+    assert row["nfe_per_token"] == pytest.approx((3 + 4 + 3) / (12 + 4 + 12))
+    assert row["tokens_per_second"] == pytest.approx((10 + 30 + 10) / 0.6)
+    assert row["mean_latency_ms"] == pytest.approx(200.0)
+    assert row["p95_latency_ms"] == pytest.approx(290.0)
+    assert summarize("d", [_sample()])["pass_at_1"] is None  # no tests anywhere: null, not 0
+
+
+# --- length and context --------------------------------------------------------------------------------
+
+def test_length_parsing():
+    assert Length.parse("oracle") == Length("oracle")
+    assert Length.parse("fixed:48") == Length("fixed", 48)
+    for bad in ("fixed", "fixed:0", "fixed:x", "oracle:3", "64"):
+        with pytest.raises(ValueError, match="oracle.*fixed:N"):
+            Length.parse(bad)
+
+
+def test_context_limits_keep_everything_that_fits_and_favour_the_prefix():
+    assert context_limits(100, 50, 1000) == (100, 50)
+    assert context_limits(2000, 2000, 900) == (600, 300)  # suffix gets a third
+    assert context_limits(100, 2000, 900) == (100, 800)  # a short prefix leaves room to the suffix
+    assert context_limits(2000, 10, 900) == (890, 10)
+    with pytest.raises(ValueError):
+        context_limits(1, 1, -1)
+
+
+# --- plot ----------------------------------------------------------------------------------------------
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(10, 50), (20, 40), (15, 30), (5, 60), (20, 35)]
+    assert pareto_front(points) == [(5, 60), (10, 50), (20, 40)]
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = [{"decoder": "dlm:k=1", "syntax_ok": 0.5, "pass_at_1": 0.2, "tokens_per_second": 10.0},
+               {"decoder": "codila:b=4", "syntax_ok": 0.6, "pass_at_1": None, "tokens_per_second": 30.0}]
+    out = tmp_path / "pareto.png"
+    pareto_plot(results, out, "test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,98 @@
+"""benchmarks/make_tasks.py: the public task set is deterministic and cut from held-out files only."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import benchmarks.make_tasks as make_tasks
+from benchmarks.execution import check_program, run_program
+from training.corpus import is_heldout, stdlib_files, stdlib_root
+
+DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+SETS = ("stdlib-single-line", "stdlib-multi-line")
+
+
+@pytest.fixture(scope="module")
+def small_sets():
+    return make_tasks.build_task_sets(seed=0, n_single=12, n_multi=8, executable_share=0.25, validate=False)
+
+
+def _committed(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+
+
+def test_generation_is_deterministic_and_seeded(small_sets):
+    again = make_tasks.build_task_sets(seed=0, n_single=12, n_multi=8, executable_share=0.25, validate=False)
+    assert again == small_sets
+    other = make_tasks.build_task_sets(seed=1, n_single=12, n_multi=8, executable_share=0.25, validate=False)
+    assert other != small_sets
+
+
+def test_generator_reads_only_heldout_files(monkeypatch):
+    splits = []
+
+    def spy(split="train", root=None):
+        splits.append(split)
+        return stdlib_files(split, root)
+
+    monkeypatch.setattr(make_tasks, "stdlib_files", spy)
+    sets = make_tasks.build_task_sets(seed=3, n_single=5, n_multi=3, executable_share=0.0, validate=False)
+    assert splits and set(splits) == {"heldout"}
+    assert sum(map(len, sets.values())) == 8
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_task_comes_from_a_heldout_file(name, small_sets):
+    train = {p.relative_to(stdlib_root()).as_posix() for p in stdlib_files("train")}
+    for task in _committed(name) + small_sets[name]:
+        source = task["source"].split(":")[0]
+        assert is_heldout(source) and source not in train, task["task_id"]
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_tasks_have_the_promised_shape(name, small_sets):
+    kind = name.removeprefix("stdlib-")
+    for task in _committed(name) + small_sets[name]:
+        middle = task["canonical_solution"]
+        lines = middle.count("\n") + 1
+        assert (lines == 1) if kind == "single-line" else (2 <= lines <= 6), task["task_id"]
+        assert task["prompt"].endswith((" ", "\t")) or task["prompt"].endswith("\n")  # cursor at the indentation
+        assert task["suffix"].startswith("\n")
+        compile(task["prompt"] + middle + task["suffix"], task["task_id"], "exec")
+        if "test" in task:
+            assert task["entry_point"] in task["prompt"] and "def check(candidate)" in task["test"]
+
+
+def test_committed_sets_match_the_manifest():
+    manifest = json.loads((DATA / "MANIFEST.json").read_text())
+    for name in SETS:
+        tasks = _committed(name)
+        assert manifest["sets"][name] == {"tasks": len(tasks), "with_tests": sum("test" in t for t in tasks)}
+    sources = {t["source"].split(":")[0] for name in SETS for t in _committed(name)}
+    assert set(manifest["sources"]) == sources
+
+
+def test_committed_plain_tasks_are_what_the_generator_makes_on_this_python():
+    manifest = json.loads((DATA / "MANIFEST.json").read_text())
+    if manifest["python"] != sys.version.split()[0]:
+        pytest.skip(f"task set made with Python {manifest['python']}; the stdlib here differs")
+    counts = {name: manifest["sets"][name]["tasks"] for name in SETS}
+    sets = make_tasks.build_task_sets(seed=manifest["seed"], n_single=counts["stdlib-single-line"],
+                                      n_multi=counts["stdlib-multi-line"], executable_share=0.3, validate=False)
+    for name in SETS:
+        # tasks with tests depend on running them (validate=True); the rest must be identical
+        assert [t for t in sets[name] if "test" not in t] == [t for t in _committed(name) if "test" not in t]
+
+
+def test_committed_executable_tasks_check_their_gap():
+    tested = [t for name in SETS for t in _committed(name) if "test" in t]
+    assert len(tested) >= 20
+    for task in tested[::9]:  # a spread sample: each run is a subprocess
+        def passes(middle):
+            return run_program(check_program(task["prompt"], middle, task["suffix"], task["test"],
+                                             task["entry_point"])).passed
+
+        assert passes(task["canonical_solution"]), task["task_id"]
+        assert not passes("pass"), task["task_id"]
