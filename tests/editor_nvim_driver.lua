@@ -71,7 +71,7 @@ Child.open = function(name, lines)
   Child.wait_for('the server to attach', 'return #vim.lsp.get_clients({ name = "codila", bufnr = 0 }) > 0', 20000)
 end
 
-local ready_timeout = tonumber(vim.env.CODILA_TEST_READY_MS or '120000')
+local ready_timeout = tonumber(vim.env.CODILA_TEST_READY_MS or '240000')
 local answer_timeout = tonumber(vim.env.CODILA_TEST_ANSWER_MS or '60000')
 
 --- Wait until the server reports `ready` (model loaded).
@@ -98,7 +98,11 @@ local S = {}
 
 S.ready = function()
   local statusline = wait_ready()
-  return { statusline = statusline, status = Child.lua('return require("codila").get_status()') }
+  return {
+    statusline = statusline,
+    status = Child.lua('return require("codila").get_status()'),
+    messages = Child.lua('return vim.fn.execute("messages")'),
+  }
 end
 
 S.ghost_accept = function()

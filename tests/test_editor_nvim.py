@@ -22,6 +22,8 @@ PLUGIN = ROOT / "editors" / "nvim"
 DRIVER = Path(__file__).with_name("editor_nvim_driver.lua")
 SLOW_SERVER = Path(__file__).with_name("editor_slow_lsp_server.py")
 DEFAULT_MODEL = ROOT / "decoding" / "default_model"
+# The whole real-server run (model load once, seven scenarios); generous for a busy CI machine.
+DRIVER_TIMEOUT_S = float(os.environ.get("CODILA_TEST_DRIVER_TIMEOUT_S", "600"))
 
 
 def _find_nvim() -> str | None:
@@ -78,6 +80,13 @@ def run_driver(child_init: Path, scenarios: list[str], out: Path, cwd: Path, tim
     return results
 
 
+def edits_by_uri(edit: dict) -> dict[str, list[dict]]:
+    """A WorkspaceEdit's text edits per document, from `changes` or versioned `documentChanges`."""
+    if edit.get("changes"):
+        return edit["changes"]
+    return {change["textDocument"]["uri"]: change["edits"] for change in edit.get("documentChanges", [])}
+
+
 def scenario(results: dict, name: str) -> dict:
     outcome = results[name]
     assert outcome["ok"], f"{name}: {outcome['error']}\n{outcome.get('messages', '')}"
@@ -99,22 +108,21 @@ def server_settings(tiny_model_dirs) -> dict:
 
 @pytest.fixture(scope="module")
 def real_server_run(tiny_model_dirs, tmp_path_factory) -> dict:
-    if not (ROOT / "lsp_server" / "__main__.py").exists():
-        pytest.skip("lsp_server has not landed yet")  # temporary, while the server is being written
     work = tmp_path_factory.mktemp("nvim_real")
     init = write_child_init(work / "init.lua", {
-        "cmd": [sys.executable, "-m", "lsp_server"],
+        "cmd": [sys.executable, "-m", "lsp_server", "--threads", "1"],
         "cmd_env": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)},
         "settings": server_settings(tiny_model_dirs),
         "ghost_text": {"debounce_ms": 30},
     })
-    return run_driver(init, REAL_SCENARIOS, work / "out.json", cwd=work, timeout=420)
+    return run_driver(init, REAL_SCENARIOS, work / "out.json", cwd=work, timeout=DRIVER_TIMEOUT_S)
 
 
 def test_status_reaches_ready_and_the_statusline_shows_it(real_server_run):
     result = scenario(real_server_run, "ready")
     assert result["status"]["state"] == "ready"
     assert result["statusline"].startswith("codila: ready")
+    assert "settings" not in result["messages"], "the plugin's settings must reach the server without a warning"
 
 
 def test_ghost_text_appears_while_typing_and_tab_inserts_it(real_server_run):
@@ -151,7 +159,7 @@ def test_tab_without_a_suggestion_inserts_a_tab(real_server_run):
 def test_codila_infill_replaces_the_visual_selection_with_the_servers_edit(real_server_run):
     r = scenario(real_server_run, "infill")
     (params,) = r["applied"]
-    (uri, edits), = (params["edit"].get("changes") or {}).items() or [(None, None)]
+    (uri, edits), = edits_by_uri(params["edit"]).items()
     assert uri.endswith("/infill.py")
     assert len(edits) == 1
     edit = edits[0]

@@ -1,6 +1,8 @@
 """Both editor clients describe the server's settings (section "codila") themselves: VS Code in
 editors/vscode/package.json (the Settings UI and the extension's validation), Neovim in the plugin's schema
-(setup() validation). These tests keep the two in step, so a value one editor accepts the other does too."""
+(setup() validation). These tests keep both in step with each other and with the server
+(lsp_server/settings.py): the same names and defaults, and every probe value one side accepts the server
+accepts too, and the other way round."""
 
 from __future__ import annotations
 
@@ -48,4 +50,54 @@ def test_vscode_and_neovim_know_the_same_settings_with_the_same_types_enums_and_
         assert enum == lua.get("enum", []), key
         assert schema.get("minimum") == lua.get("min"), key
         assert schema.get("maximum") == lua.get("max"), key
-        assert schema.get("exclusiveMinimum") == lua.get("exclusive_min"), key
+
+
+def schema_accepts(schema: dict, value) -> bool:
+    """package.json's JSON-schema subset, as the extension's settings.ts checks it."""
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    type_ok = {
+        "null": value is None,
+        "boolean": isinstance(value, bool),
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+    }
+    if not any(type_ok.get(t, False) for t in types):
+        return False
+    if value is None:
+        return True
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            return False
+        if "maximum" in schema and value > schema["maximum"]:
+            return False
+    if isinstance(value, str) and "pattern" in schema:
+        import re
+        return re.search(schema["pattern"], value) is not None
+    return True
+
+
+def probes(schema: dict) -> list:
+    values = [schema["default"], None, True, "fast", "cuda:1", "gpu", "", 0, 1, -1, 0.5, 2.5, 17, 1025, 10**7]
+    values += [v for v in schema.get("enum", [])]
+    for bound in ("minimum", "maximum"):
+        if bound in schema:
+            b = schema[bound]
+            values += [b, b - 1, b + 1, b - 1e-7 if isinstance(b, float) else b - 1]
+    return values
+
+
+def test_the_clients_and_the_server_agree_on_names_defaults_and_valid_values():
+    settings = pytest.importorskip("lsp_server.settings")
+    server_defaults = settings.ServerSettings().to_lsp()
+    vscode = vscode_settings()
+    assert list(vscode) == list(settings.FIELD_OF), "same settings, in the server's order"
+    for key, schema in vscode.items():
+        assert schema["default"] == server_defaults[key], key
+        for value in probes(schema):
+            if schema["type"] == "integer" and isinstance(value, float) and not value.is_integer():
+                continue  # whole milliseconds/tokens: the clients may be stricter than the server here
+            _, problems = settings.merge(settings.ServerSettings(), {key: value})
+            assert schema_accepts(schema, value) == (not problems), (key, value, problems)

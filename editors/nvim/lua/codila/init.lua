@@ -84,8 +84,8 @@ Codila.start = function(buf_id)
     cmd_env = config.cmd_env,
     root_dir = root,
     workspace_folders = { { uri = vim.uri_from_fname(root), name = root } },
-    init_options = H.server_settings,
-    settings = { codila = H.server_settings },
+    init_options = H.as_object(H.server_settings),
+    settings = { codila = H.as_object(H.server_settings) },
     capabilities = capabilities,
     handlers = { ['codila/status'] = H.on_status },
     on_attach = H.on_attach,
@@ -100,7 +100,7 @@ end
 Codila.set_settings = function(settings)
   H.server_settings = vim.tbl_extend('force', H.server_settings, H.validate_settings(settings))
   for _, client in ipairs(H.get_clients()) do
-    client.settings = { codila = H.server_settings }
+    client.settings = { codila = H.as_object(H.server_settings) }
     H.notify_client(client, 'workspace/didChangeConfiguration', { settings = client.settings })
   end
 end
@@ -246,23 +246,23 @@ H.status_override = nil
 -- extension's package.json. `nullable` = `vim.NIL` means "the preset's value" / "the default model".
 H.settings_schema = {
   preset = { type = 'string', enum = { 'fast', 'balanced', 'accurate' } },
-  dlmPath = { type = 'string', nullable = true },
-  arPath = { type = 'string', nullable = true },
-  device = { type = 'string', pattern = { '^auto$', '^cpu$', '^cuda$', '^cuda:%d+$' } },
+  dlmPath = { type = 'string', nullable = true, pattern = { '%S' }, pattern_message = 'a folder path (or vim.NIL)' },
+  arPath = { type = 'string', nullable = true, pattern = { '%S' }, pattern_message = 'a folder path (or vim.NIL)' },
+  device = { type = 'string', pattern = { '^auto$', '^cpu$', '^cuda$', '^cuda:%d+$' }, pattern_message = 'auto, cpu, cuda or cuda:N' },
   dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16' } },
   arBackend = { type = 'string', enum = { 'torch', 'vllm' } },
   trustRemoteCode = { type = 'boolean' },
   method = { type = 'string', enum = { 'codila', 'codila-top1', 'dlm' }, nullable = true },
   blockSize = { type = 'integer', min = 1, max = 16, nullable = true },
   mode = { type = 'string', enum = { 'static', 'dynamic' }, nullable = true },
-  tau = { type = 'number', min = 0, nullable = true },
-  scope = { type = 'integer', min = 1 },
-  temperature = { type = 'number', min = 0 },
-  topP = { type = 'number', exclusive_min = 0, max = 1 },
+  tau = { type = 'number', min = 0, max = 100, nullable = true },
+  scope = { type = 'integer', min = 1, max = 10000 },
+  temperature = { type = 'number', min = 0, max = 100 },
+  topP = { type = 'number', min = 0.000001, max = 1 },
   maxNewTokens = { type = 'integer', min = 1, max = 1024 },
-  contextTokens = { type = 'integer', min = 16 },
-  latencyBudgetMs = { type = 'number', min = 0 },
-  debounceMs = { type = 'integer', min = 0 },
+  contextTokens = { type = 'integer', min = 16, max = 1000000 },
+  latencyBudgetMs = { type = 'integer', min = 0, max = 3600000 },
+  debounceMs = { type = 'integer', min = 0, max = 10000 },
   syntaxCheck = { type = 'string', enum = { 'off', 'trim', 'reject' } },
   kvCache = { type = 'string', enum = { 'none', 'prefix', 'dual' }, nullable = true },
   logLevel = { type = 'string', enum = { 'debug', 'info', 'warning', 'error' } },
@@ -336,13 +336,10 @@ H.check_setting = function(key, value)
     return 'must be one of ' .. table.concat(schema.enum, ', ') .. ', got ' .. shown
   end
   if schema.min ~= nil and value < schema.min then return 'must be >= ' .. schema.min .. ', got ' .. shown end
-  if schema.exclusive_min ~= nil and value <= schema.exclusive_min then
-    return 'must be > ' .. schema.exclusive_min .. ', got ' .. shown
-  end
   if schema.max ~= nil and value > schema.max then return 'must be <= ' .. schema.max .. ', got ' .. shown end
   if schema.pattern ~= nil then
     local matches = vim.tbl_filter(function(p) return value:match(p) ~= nil end, schema.pattern)
-    if #matches == 0 then return 'must be auto, cpu, cuda or cuda:N, got ' .. shown end
+    if #matches == 0 then return 'must be ' .. schema.pattern_message .. ', got ' .. shown end
   end
   return nil
 end
@@ -654,6 +651,9 @@ H.refresh_status = function()
 end
 
 -- Utilities ------------------------------------------------------------------
+-- An empty Lua table is encoded as a JSON array; the server expects an object.
+H.as_object = function(tbl) return next(tbl) == nil and vim.empty_dict() or tbl end
+
 H.resolve_buf = function(buf_id)
   if buf_id == nil or buf_id == 0 then return vim.api.nvim_get_current_buf() end
   return buf_id
