@@ -84,7 +84,20 @@ export async function infillSelection(host: CommandHost): Promise<void> {
         return;
     }
     // The server replaces the range through workspace/applyEdit; nothing to apply here.
-    await runServerCommand(host, 'infilling', SERVER_COMMANDS.infillSelection, built.args);
+    const result = await runServerCommand(host, 'infilling', SERVER_COMMANDS.infillSelection, built.args);
+    const reason = notAppliedReason(result);
+    if (reason !== undefined) {
+        void vscode.window.showWarningMessage(`CoDiLA: the infill was not applied: ${reason}`);
+    }
+}
+
+/** The server answers codila.infillSelection with `{ applied, reason?, text? }`. */
+export function notAppliedReason(result: unknown): string | undefined {
+    const answer = result as { applied?: unknown; reason?: unknown } | null | undefined;
+    if (!answer || answer.applied !== false) {
+        return undefined;
+    }
+    return typeof answer.reason === 'string' ? answer.reason : 'the editor refused the edit';
 }
 
 export async function trainOnWorkspace(host: CommandHost): Promise<void> {
@@ -96,11 +109,12 @@ export async function trainOnWorkspace(host: CommandHost): Promise<void> {
     await runServerCommand(host, 'training', SERVER_COMMANDS.trainOnWorkspace, folders);
 }
 
-async function runServerCommand(host: CommandHost, label: string, command: string, args: unknown[]): Promise<void> {
+async function runServerCommand(host: CommandHost, label: string, command: string, args: unknown[]): Promise<unknown> {
     try {
-        await host.whileBusy(label, () => host.executeServerCommand(command, args));
+        return await host.whileBusy(label, () => host.executeServerCommand(command, args));
     } catch (error) {
         void vscode.window.showErrorMessage(`CoDiLA: ${command} failed: ${errorMessage(error)}`);
+        return undefined;
     }
 }
 

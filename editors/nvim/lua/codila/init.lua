@@ -165,7 +165,7 @@ end
 ---
 ---@param buf_id integer|nil Buffer; default current.
 ---@param range table `{ start_row, start_col, end_row, end_col }`: 0-based, byte columns, end exclusive.
----@param on_done function|nil Called with (err) when the server has answered.
+---@param on_done function|nil Called with (err, result) when the server has answered.
 Codila.infill = function(buf_id, range, on_done)
   buf_id = H.resolve_buf(buf_id)
   on_done = on_done or function() end
@@ -182,11 +182,15 @@ Codila.infill = function(buf_id, range, on_done)
   local command = { command = 'codila.infillSelection', arguments = { vim.uri_from_bufnr(buf_id), lsp_range } }
   H.status_override = 'infilling'
   H.refresh_status()
-  H.request(client, 'workspace/executeCommand', command, function(err)
+  H.request(client, 'workspace/executeCommand', command, function(err, result)
     H.status_override = nil
     H.refresh_status()
-    if err ~= nil then H.message('infill failed: ' .. (err.message or vim.inspect(err)), 'ERROR') end
-    on_done(err)
+    if err ~= nil then
+      H.message('infill failed: ' .. (err.message or vim.inspect(err)), 'ERROR')
+    elseif type(result) == 'table' and result.applied == false then
+      H.message('the infill was not applied: ' .. tostring(result.reason or 'the edit was refused'), 'WARN')
+    end
+    on_done(err, result)
   end, buf_id)
 end
 

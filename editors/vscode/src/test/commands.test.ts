@@ -1,7 +1,7 @@
 import { recorded, resetRecorded, vscodeStub } from './vscodeStub';
 import * as assert from 'node:assert/strict';
 import { beforeEach, test } from 'node:test';
-import { COMMANDS, CommandHost, SERVER_COMMANDS, infillArguments, registerCommands, trainArguments } from '../commands';
+import { COMMANDS, CommandHost, SERVER_COMMANDS, infillArguments, notAppliedReason, registerCommands, trainArguments } from '../commands';
 
 beforeEach(resetRecorded);
 
@@ -98,6 +98,16 @@ test('a failing server command is reported to the user', async () => {
     window.activeTextEditor = editorWithSelection('file:///w/a.py', [0, 0], [1, 0]);
     await recorded.commands.get(COMMANDS.infillSelection)!();
     assert.deepEqual(recorded.errors, ['CoDiLA: codila.infillSelection failed: the server is not running']);
+});
+
+test('an infill the server did not apply is explained to the user', async () => {
+    const { host } = fakeHost(async () => ({ applied: false, reason: 'the document changed while infilling' }));
+    registerCommands({ subscriptions: [] } as any, host);
+    window.activeTextEditor = editorWithSelection('file:///w/a.py', [0, 0], [1, 0]);
+    await recorded.commands.get(COMMANDS.infillSelection)!();
+    assert.deepEqual(recorded.warnings, ['CoDiLA: the infill was not applied: the document changed while infilling']);
+    assert.equal(notAppliedReason({ applied: true, text: 'x' }), undefined);
+    assert.equal(notAppliedReason(null), undefined);
 });
 
 test('train on workspace sends every workspace folder', async () => {
