@@ -115,7 +115,9 @@ def real_server_run(tiny_model_dirs, tmp_path_factory) -> dict:
         "settings": server_settings(tiny_model_dirs),
         "ghost_text": {"debounce_ms": 30},
     })
-    return run_driver(init, REAL_SCENARIOS, work / "out.json", cwd=work, timeout=DRIVER_TIMEOUT_S)
+    # PYTHONPATH: the child's :checkhealth imports lsp_server like an installed package.
+    return run_driver(init, REAL_SCENARIOS, work / "out.json", cwd=work, timeout=DRIVER_TIMEOUT_S,
+                      env={"PYTHONPATH": str(ROOT)})
 
 
 def test_status_reaches_ready_and_the_statusline_shows_it(real_server_run):
