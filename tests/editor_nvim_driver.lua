@@ -13,6 +13,10 @@ local nvim = vim.v.progpath
 -- Child -----------------------------------------------------------------------
 local Child = {}
 
+local ready_timeout = tonumber(vim.env.CODILA_TEST_READY_MS or '240000')
+local answer_timeout = tonumber(vim.env.CODILA_TEST_ANSWER_MS or '60000')
+Child.ready_timeout = ready_timeout
+
 Child.start = function()
   Child.job = vim.fn.jobstart({ nvim, '--embed', '--headless', '--clean', '-n', '-u', child_init }, { rpc = true })
   assert(Child.job > 0, 'could not start the child Neovim')
@@ -68,11 +72,10 @@ Child.open = function(name, lines)
     vim.api.nvim_buf_set_lines(0, 0, -1, true, lines)
     vim.bo.expandtab = false
   ]], name, lines)
-  Child.wait_for('the server to attach', 'return #vim.lsp.get_clients({ name = "codila", bufnr = 0 }) > 0', 20000)
+  -- The client counts as attached once the server has answered `initialize` (Python starting up).
+  Child.wait_for('the server to attach', 'return #vim.lsp.get_clients({ name = "codila", bufnr = 0 }) > 0',
+    Child.ready_timeout)
 end
-
-local ready_timeout = tonumber(vim.env.CODILA_TEST_READY_MS or '240000')
-local answer_timeout = tonumber(vim.env.CODILA_TEST_ANSWER_MS or '60000')
 
 --- Wait until the server reports `ready` (model loaded).
 local function wait_ready()
@@ -97,6 +100,8 @@ end
 local S = {}
 
 S.ready = function()
+  -- The server starts with the first buffer of a configured filetype.
+  Child.open('ready.py', { 'x = 1' })
   local statusline = wait_ready()
   return {
     statusline = statusline,

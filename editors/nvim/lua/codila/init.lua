@@ -430,9 +430,12 @@ H.map_keys = function(buf_id)
   if mappings.accept ~= '' then
     -- Without a suggestion (or with the popup menu open) the key is fed back unmapped.
     local rhs = function()
-      if vim.fn.pumvisible() == 0 and H.has_suggestion(buf_id) then
-        return '<Cmd>lua require("codila").accept()<CR>'
+      if vim.fn.pumvisible() == 1 then return mappings.accept end
+      if H.uses_native() then
+        -- As |vim.lsp.inline_completion.get()| documents: it returns false when there is nothing to accept.
+        return vim.lsp.inline_completion.get({ bufnr = buf_id }) and '' or mappings.accept
       end
+      if H.has_suggestion(buf_id) then return '<Cmd>lua require("codila").accept()<CR>' end
       return mappings.accept
     end
     vim.keymap.set('i', mappings.accept, rhs, { buffer = buf_id, expr = true, desc = 'Accept the CoDiLA suggestion' })
@@ -444,7 +447,6 @@ H.map_keys = function(buf_id)
 end
 
 H.has_suggestion = function(buf_id)
-  if H.uses_native() then return true end
   local state = H.buf_state[buf_id]
   return state ~= nil and state.suggestion ~= nil
 end
