@@ -119,6 +119,14 @@ def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_d
         assert ex.ids[ex.start + ex.length - 1] == tok.eos_token_id
 
 
+def test_validation_takes_at_most_a_tenth_of_a_small_dataset(tiny_model_dirs, tmp_path):
+    _write_data(tmp_path, n=29)  # 30 records
+    from decoding.models import load_tokenizer
+
+    data = Dataset(_config(tmp_path, val_samples=500), load_tokenizer(tiny_model_dirs[0]))
+    assert (len(data.train), len(data.val)) == (27, 3)
+
+
 def test_pad_response_appends_eos_inside_the_sequence():
     ex = pad_response(Example([5, 6, 7, 8, 9, 10], 1, 3), 4, 0)
     assert ex.ids == [5, 6, 7, 8, 0, 9, 10] and (ex.start, ex.length) == (1, 4)

@@ -154,10 +154,12 @@ class Dataset:
             raise ValueError(f"need at least 2 records (one to train, one to validate); found {len(records)}")
         order = list(range(len(records)))
         random.Random(config.seed).shuffle(order)
+        total = sum(len(r) for r in records)
+        wanted = min(config.val_samples, max(1, total // 10)) if config.val_samples else 0  # at most a tenth
         self.val: list[Item] = []
         self.train: list[Item] = []
         for k, i in enumerate(order):
-            side = self.val if len(self.val) < config.val_samples and k < len(order) - 1 else self.train
+            side = self.val if len(self.val) < wanted and k < len(order) - 1 else self.train
             side.extend(records[i])
         log.info("data: %d training items, %d validation items", len(self.train), len(self.val))
 
@@ -600,7 +602,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--max-response", type=int, default=d["max_response"].default, help="response tokens kept (EOS included)")
     p.add_argument("--budget", type=int, default=d["budget"].default, help="source spans: masked region = middle + EOS padding up to this many tokens")
     p.add_argument("--max-middle", type=int, default=d["max_middle"].default, help="source spans: longest middle in tokens")
-    p.add_argument("--val-samples", type=int, default=d["val_samples"].default, help="validation items held out (0 = no validation: the last step is kept)")
+    p.add_argument("--val-samples", type=int, default=d["val_samples"].default, help="validation items held out, at most a tenth of the data (0 = no validation: the last step is kept)")
     # optimisation
     p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate (AdamW)")
     p.add_argument("--warmup-ratio", type=float, default=d["warmup_ratio"].default, help="share of max_steps spent warming up linearly")
