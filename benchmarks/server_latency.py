@@ -147,6 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode_ms": summary([r["decodeMs"] for r in timed]),
         "dlm_ms": summary([r["dlmMs"] for r in timed]),
         "ar_ms": summary([r["arMs"] for r in timed]),
+        "tidy_ms": summary([r["tidyMs"] for r in timed]),
         "verify_ms": summary([r["verifyMs"] for r in timed]),
         "queue_ms": summary([r["queueMs"] for r in timed]),
         "forwards": summary([r["forwards"] for r in timed]),

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.workspace import TextDocument
+
 from verify import check_insertion
 
 from lsp_server import text as text_stages
@@ -106,6 +110,7 @@ class Record:
     dlm_ms: float = 0.0
     ar_ms: float = 0.0
     decoder_other_ms: float = 0.0
+    tidy_ms: float = 0.0
     verify_ms: float = 0.0
     verify: str | None = None
     server_ms: float = 0.0
@@ -121,6 +126,12 @@ class Record:
 
     def as_dict(self) -> dict[str, Any]:
         return {_camel(k): (round(v, 2) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    context: Context  # where it goes: context.position is the cursor, clamped to its line
 
 
 @dataclass(frozen=True)
@@ -276,21 +287,25 @@ class Engine:
                 self.trained_ar or settings.ar_path or str(default / "ar"))
 
     # ------------------------------------------------------------------ completion
-    async def complete(self, context: Context, request_id: Any, method: str, invoked: bool) -> str:
-        """The completion text at `context`'s cursor ("" when there is none to offer)."""
-        record = Record(request_id, method, Path(context.uri).name, language=context.language,
-                        prefix_chars=len(context.prefix), suffix_chars=len(context.suffix))
-        job = self._open_job(context.uri, request_id)
+    async def complete(self, doc: TextDocument, position: types.Position, request_id: Any, method: str,
+                       invoked: bool) -> Completion:
+        """The completion at `position` (UTF-16) in `doc`; its text is "" when there is none to offer."""
+        job = self._open_job(doc.uri, request_id)
+        record = Record(request_id, method, Path(doc.uri).name)
         try:
+            context = text_stages.context_at(doc, position)
+            record.language, record.prefix_chars, record.suffix_chars = (
+                context.language, len(context.prefix), len(context.suffix))
             text = await self._complete(job, context, invoked, record)
             record.chars = len(text)
-            return text
+            return Completion(text, context)
         except asyncio.CancelledError:  # $/cancelRequest: pygls cancelled this task; stop the decode too
             job.stop("cancelled")
             record.outcome = "cancelled"
             raise
         except Exception as err:
-            record.outcome, record.error = "error", f"{type(err).__name__}: {err}"
+            record.outcome = "invalid" if isinstance(err, JsonRpcInvalidParams) else "error"
+            record.error = f"{type(err).__name__}: {err}"
             raise
         finally:
             self._close_job(job, record)
@@ -378,8 +393,10 @@ class Engine:
             record.decode_ms = (time.perf_counter() - started) * 1000
         self.counters["decodes_finished"] += 1
         _add_stats(record, result.stats.as_dict())
-        verdict = check_insertion(context.prefix, text_stages.tidy(result.text, context), context.suffix,
-                                  context.language, settings.syntax_check)
+        started = time.perf_counter()
+        tidied = text_stages.tidy(result.text, context)
+        record.tidy_ms = (time.perf_counter() - started) * 1000
+        verdict = check_insertion(context.prefix, tidied, context.suffix, context.language, settings.syntax_check)
         record.verify, record.verify_ms = verdict.status, verdict.millis
         return Decoded(verdict.text, verdict.status)
 

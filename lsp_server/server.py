@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from lsprotocol import converters, types
@@ -21,13 +22,14 @@ from pygls.workspace import TextDocument
 
 from lsp_server import __version__
 from lsp_server.engine import Engine, NotReady
-from lsp_server.text import Context, context_at, context_for_range
+from lsp_server.text import Context, context_for_range
 from lsp_server.training_job import TrainingCancelled, TrainingFailed, parse_arguments
 from lsp_server.ui import EditorUI
 
 INFILL_COMMAND = "codila.infillSelection"
 TRAIN_COMMAND = "codila.trainOnWorkspace"
 _converter = converters.get_converter()
+log = logging.getLogger("lsp_server.server")
 
 
 class CodilaProtocol(LanguageServerProtocol):
@@ -44,7 +46,9 @@ class CodilaProtocol(LanguageServerProtocol):
 
 class CodilaServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("codila-lsp", __version__, protocol_cls=CodilaProtocol)
+        # pygls's own pool only reads stdin here (no handler runs in a thread): two threads are plenty,
+        # and the thread count stays bounded however many requests arrive
+        super().__init__("codila-lsp", __version__, protocol_cls=CodilaProtocol, max_workers=2)
         self.ui = EditorUI(self)
         self.engine = Engine(self.ui)
         self.initial_options: Any = None
@@ -62,7 +66,11 @@ class CodilaServer(LanguageServer):
         if workspace is None or not workspace.configuration:
             return None
         params = types.ConfigurationParams(items=[types.ConfigurationItem(section="codila")])
-        return (await self.workspace_configuration_async(params))[0]
+        try:
+            return (await self.workspace_configuration_async(params))[0]
+        except Exception as err:  # the client could not answer: keep the settings we have
+            log.warning("workspace/configuration failed: %s", err)
+            return None
 
     async def apply(self, context: Context, new_text: str) -> bool:
         """Replace context.range with new_text through workspace/applyEdit (versioned when the client can)."""
@@ -77,9 +85,17 @@ class CodilaServer(LanguageServer):
         return (await self.workspace_apply_edit_async(params)).applied
 
     def in_background(self, work: Any) -> None:
+        """Run a coroutine without a request waiting for it; a failure is logged and shown."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("background work failed", exc_info=err)
+            self.ui.status("error", f"the server failed to start: {err}", None)
+            self.ui.message("error", f"CoDiLA: the server failed to start: {err}")
 
 
 server = CodilaServer()
@@ -107,22 +123,22 @@ async def did_change_configuration(ls: CodilaServer, params: types.DidChangeConf
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: CodilaServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
     """Ghost text at the cursor, from the text before and after it."""
-    context = context_at(ls.document(params.text_document.uri), params.position)
+    document = ls.document(params.text_document.uri)
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    text = await ls.engine.complete(context, ls.protocol.msg_id, "inlineCompletion", invoked)
-    if not text:
+    completion = await ls.engine.complete(document, params.position, ls.protocol.msg_id, "inlineCompletion", invoked)
+    if not completion.text:
         return types.InlineCompletionList(items=[])
-    cursor = types.Range(start=context.position, end=context.position)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=cursor)])
+    cursor = types.Range(start=completion.context.position, end=completion.context.position)
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=completion.text, range=cursor)])
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
 async def completion(ls: CodilaServer, params: types.CompletionParams) -> types.CompletionList:
     """The same completion for clients without inline completion: one item, one multi-line TextEdit."""
-    context = context_at(ls.document(params.text_document.uri), params.position)
+    document = ls.document(params.text_document.uri)
     invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-    text = await ls.engine.complete(context, ls.protocol.msg_id, "completion", invoked)
-    items = [completion_item(text, context)] if text else []
+    completion = await ls.engine.complete(document, params.position, ls.protocol.msg_id, "completion", invoked)
+    items = [completion_item(completion.text, completion.context)] if completion.text else []
     return types.CompletionList(is_incomplete=True, items=items)
 
 

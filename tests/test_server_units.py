@@ -203,7 +203,8 @@ def test_a_crash_in_decoding_fails_that_request_only(tiny_models, monkeypatch):
         engine = Engine(FakeEditor())
         engine.settings = ServerSettings(max_new_tokens=4, debounce_ms=0, syntax_check="off")
         engine.models = tiny_models
-        context = context_at(doc("def f(x):\n    return \n"), types.Position(line=1, character=11))
+        document = doc("def f(x):\n    return \n")
+        cursor = types.Position(line=1, character=11)
 
         import decoding
 
@@ -218,8 +219,8 @@ def test_a_crash_in_decoding_fails_that_request_only(tiny_models, monkeypatch):
 
         monkeypatch.setattr(decoding, "infill", crash_once)
         with pytest.raises(RuntimeError, match="device-side assert"):
-            await engine.complete(context, "r1", "inlineCompletion", invoked=True)
-        text = await engine.complete(context, "r2", "inlineCompletion", invoked=True)
+            await engine.complete(document, cursor, "r1", "inlineCompletion", invoked=True)
+        text = (await engine.complete(document, cursor, "r2", "inlineCompletion", invoked=True)).text
         engine.close()
         return engine, text
 
