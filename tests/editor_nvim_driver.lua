@@ -38,7 +38,8 @@ Child.wait_for = function(what, code, timeout_ms)
   local value
   local ok = vim.wait(timeout_ms, function()
     value = Child.lua(code)
-    return value ~= nil and value ~= false
+    -- A nil result arrives over RPC as vim.NIL, which Lua counts as true.
+    return value ~= nil and value ~= vim.NIL and value ~= false
   end, 25)
   if not ok then error(string.format('timed out after %d ms waiting for %s', timeout_ms, what), 0) end
   return value
@@ -65,6 +66,9 @@ end
 
 --- Open a fresh scratch file with `lines`, filetype python; wait for the server to attach.
 Child.open = function(name, lines)
+  -- Start every scenario in Normal mode, whatever the previous one left behind.
+  Child.type('<Esc>')
+  Child.wait_for('Normal mode', 'return vim.api.nvim_get_mode().mode == "n"', 5000)
   Child.lua([[
     local name, lines = ...
     vim.cmd('silent! %bwipeout!')

@@ -77,6 +77,10 @@ Codila.start = function(buf_id)
   capabilities.textDocument = capabilities.textDocument or {}
   capabilities.textDocument.inlineCompletion = capabilities.textDocument.inlineCompletion
     or { dynamicRegistration = false }
+  -- Positions in UTF-16, as in VS Code: the encoding every LSP server supports (pygls would otherwise pick
+  -- Neovim's first preference, UTF-8).
+  capabilities.general = capabilities.general or {}
+  capabilities.general.positionEncodings = { 'utf-16' }
   local root = H.find_root(buf_id, config.root_markers)
   return vim.lsp.start({
     name = H.client_name,
