@@ -12,7 +12,8 @@ committed token = 1/B for static CoDiLA and < 1/2 for dynamic CoDiLA at the defa
 marginals stage) and ar_seconds (the executor call: prefill + B decode steps incl. their sampling). Everything
 else (candidate selection, alignment, soft embeddings, commit rule, bookkeeping) is "other".
 Note that dynamic NFE depends on the model: an untrained AR is uncertain everywhere (entropy near log V), so
-dynamic CoDiLA on random tiny models falls back to one DLM token per iteration (NFE/token = 1).
+dynamic CoDiLA on random tiny models falls back to one DLM token per iteration (NFE/token = 1); a model in
+EOS collapse decodes whole EOS blocks confidently (low NFE, empty text): read NFE next to the EOS share.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def measure(models, name: str, settings: dict, block_size: int, max_new_tokens: 
         "dlm_forwards": mean(lambda s: s.dlm_forwards),
         "committed_tokens": committed,
         "nfe_per_token": mean(lambda s: s.dlm_forwards / sum(s.committed_per_iteration)),
+        # share of committed positions that are EOS: a low NFE made of EOS blocks is EOS collapse, not speed
+        "eos_share": mean(lambda s: 1 - s.tokens / sum(s.committed_per_iteration)),
         "tokens_per_second": mean(lambda s: sum(s.committed_per_iteration) / s.seconds),
     }
 
@@ -128,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"models: {model_desc}\nB = {args.block_size}, N = {args.max_new_tokens}, {args.repeats} repeats")
         print(f"{'decoder':26s} {'seconds':>8s} {'DLM s':>7s} {'AR s':>7s} {'other s':>8s} {'other %':>8s} "
-              f"{'iters':>6s} {'NFE/tok':>8s} {'tok/s':>7s}")
+              f"{'iters':>6s} {'NFE/tok':>8s} {'EOS %':>6s} {'tok/s':>7s}")
         for r in rows:
             print(f"{r['decoder']:26s} {r['seconds']:8.3f} {r['dlm_seconds']:7.3f} {r['ar_seconds']:7.3f} "
                   f"{r['other_seconds']:8.3f} {100 * r['other_share']:7.1f}% {r['iterations']:6.1f} "
-                  f"{r['nfe_per_token']:8.3f} {r['tokens_per_second']:7.1f}")
+                  f"{r['nfe_per_token']:8.3f} {100 * r['eos_share']:5.0f}% {r['tokens_per_second']:7.1f}")
     if tmp is not None:
         tmp.cleanup()
     return 0
