@@ -180,9 +180,15 @@ def build_task_sets(seed: int, n_single: int, n_multi: int, executable_share: fl
         plain_pool = [(d, g) for d in definitions if (d.rel, d.qualname) not in executable_names
                       for g in gaps(d, kind)]
         plain = [_plain_task(d, g) for d, g in _spread(plain_pool, count - len(tested), rng)]
-        tasks = sorted(tested + [t for t in plain if t is not None], key=lambda t: t["task_id"])
-        sets[f"stdlib-{kind}"] = tasks
+        sets[f"stdlib-{kind}"] = mixed_order(tested + [t for t in plain if t is not None], seed)
     return sets
+
+
+def mixed_order(tasks: list[dict], seed: int) -> list[dict]:
+    """Tasks in a seeded random order (from sorted ids), so `--limit N` takes a representative N."""
+    ordered = sorted(tasks, key=lambda t: t["task_id"])
+    random.Random(seed).shuffle(ordered)
+    return ordered
 
 
 def heldout_definitions():

@@ -1,7 +1,8 @@
 """What the benchmark measures, per task and per decoder.
 
-Per task: syntax_ok (the whole program prompt + middle + suffix parses: tree-sitter, plus Python's own
-compiler for Python), exact_match (the middle equals the reference line by line, trailing whitespace and
+Per task: syntax_ok (the middle is not empty and the whole program prompt + middle + suffix parses:
+tree-sitter, plus Python's own compiler for Python; an empty middle would pass, as removing a whole statement
+usually leaves valid code), exact_match (the middle equals the reference line by line, trailing whitespace and
 trailing blank lines ignored), passed (the task's tests pass; None without tests).
 Per decoder, over its tasks: the share of syntax_ok / exact_match, pass@1 over the tasks that have tests,
 DLM forward passes per committed token, generated tokens per second of decoding, mean and 95th-percentile
@@ -53,7 +54,9 @@ def exact_match(middle: str, reference: str) -> bool:
 
 
 def program_syntax_ok(prompt: str, middle: str, suffix: str, language: str) -> bool:
-    return _syntax_ok(prompt + middle + suffix, language)
+    """The middle is not blank and the whole program parses. A blank middle never counts: removing a whole
+    statement usually leaves valid code, and a decoder that only emits EOS must not score."""
+    return bool(middle.strip()) and _syntax_ok(prompt + middle + suffix, language)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,6 +87,7 @@ def summarize(decoder: str, samples: list[Sample]) -> dict:
         "p95_latency_ms": percentile(latencies, 95) if latencies else None,
         "tokens": sum(s.tokens for s in mine),
         "deadline_hit_rate": _share(s.deadline_hit for s in mine),
+        "empty": _share(not s.middle.strip() for s in mine),
     }
 
 

@@ -130,6 +130,8 @@ def test_syntax_ok_checks_the_whole_program():
     assert program_syntax_ok(prompt, "x + 1", suffix, "python")
     assert not program_syntax_ok(prompt, "x +", suffix, "python")
     assert not program_syntax_ok(prompt, "x\n      z = 1", suffix, "python")  # indentation: Python's verdict
+    assert not program_syntax_ok("x = 1\n", "", "y = 2\n", "python")  # valid, but nothing was completed
+    assert not program_syntax_ok("x = 1\n", " \n", "y = 2\n", "python")
     assert program_syntax_ok("int f() { return ", "1;", " }\n", "c")
     assert not program_syntax_ok("int f() { return ", "1", " }\n", "c")
 
@@ -164,6 +166,8 @@ def test_summary_aggregates_over_tasks_not_means_of_ratios():
     assert row["tokens_per_second"] == pytest.approx((10 + 30 + 10) / 0.6)
     assert row["mean_latency_ms"] == pytest.approx(200.0)
     assert row["p95_latency_ms"] == pytest.approx(290.0)
+    assert row["empty"] == 1.0  # every middle above is ""
+    assert summarize("d", [_sample(middle="x = 1"), _sample(middle=" ")])["empty"] == 0.5
     assert summarize("d", [_sample()])["pass_at_1"] is None  # no tests anywhere: null, not 0
 
 
