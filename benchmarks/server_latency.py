@@ -6,8 +6,8 @@
     python -m benchmarks.server_latency --dlm DLM --ar AR --preset fast --threads 1 --json out.json
 
 Starts `python -m lsp_server`, opens a real source file of this repository and asks for one inline completion
-at a time at different cursors (line ends inside function bodies; invoked, so no debounce; a fresh cursor
-each time, so no cache hit). Reports p50/p95 of
+at a time at different cursors (mid-line inside function bodies; invoked, so no debounce; a fresh cursor each
+time, so no cache hit). Reports p50/p95 of
 - end-to-end latency: request sent -> answer received, measured by the client;
 - server overhead: everything inside the server except the decoder call (queue, UTF-16 conversion, window,
   tidy, syntax check, logging), from the server's own per-request records (codila/debugStats);
@@ -61,11 +61,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cursors(text: str, count: int, seed: int) -> list[types.Position]:
-    """Ends of indented code lines (inside bodies), distinct, in a seeded random order."""
+    """Mid-line cursors in indented code lines (inside bodies): after the indentation and half the code,
+    the shape editors and the training data have (the rest of the line is the middle to fill).
+    Distinct lines, in a seeded random order."""
     lines = text.split("\n")
-    candidates = [types.Position(line=i, character=len(line.encode("utf-16-le")) // 2)
-                  for i, line in enumerate(lines) if line.startswith("    ") and line.strip()
-                  and not line.strip().startswith(("#", '"', "'"))]
+    candidates = []
+    for i, line in enumerate(lines):
+        code = line.strip()
+        if line.startswith("    ") and len(code) >= 8 and not code.startswith(("#", '"', "'")):
+            column = len(line) - len(line.lstrip()) + len(code) // 2
+            candidates.append(types.Position(line=i, character=len(line[:column].encode("utf-16-le")) // 2))
     random.Random(seed).shuffle(candidates)
     if len(candidates) < count:
         raise SystemExit(f"{len(candidates)} cursors in the file, {count} asked for")
