@@ -467,6 +467,7 @@ class Engine:
         return {
             "state": self.state,
             "threads": threading.active_count(),
+            "threadNames": sorted(t.name for t in threading.enumerate()),
             "osThreads": _os_threads(),
             "rssBytes": _rss_bytes(),
             **{_camel(k): v for k, v in self.counters.items()},
