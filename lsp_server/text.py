@@ -48,10 +48,11 @@ class Context:
 
 
 def context_at(doc: TextDocument, position: types.Position) -> Context:
-    """Split `doc` at `position` (UTF-16 code units). Raises JsonRpcInvalidParams outside the document."""
+    """Split `doc` at `position` (UTF-16 code units, or the encoding the client negotiated).
+    Raises JsonRpcInvalidParams outside the document."""
     lines = doc.lines
     source = doc.source
-    cursor = _clamp(lines, source, position)
+    cursor = _clamp(doc, lines, source, position)
     offset = _offset(doc, lines, cursor)
     return Context(doc.uri, doc.version, doc.language_id, _language(doc), source[:offset], source[offset:], cursor)
 
@@ -60,7 +61,7 @@ def context_for_range(doc: TextDocument, span: types.Range) -> Context:
     """Prefix before `span`, suffix after it: the decoder regenerates what the range covers."""
     lines = doc.lines
     source = doc.source
-    start, end = _clamp(lines, source, span.start), _clamp(lines, source, span.end)
+    start, end = _clamp(doc, lines, source, span.start), _clamp(doc, lines, source, span.end)
     lo, hi = _offset(doc, lines, start), _offset(doc, lines, end)
     if lo > hi:
         raise JsonRpcInvalidParams(message=f"range start {_show(span.start)} is after its end {_show(span.end)}")
@@ -173,13 +174,15 @@ def match_indentation(text: str, unit: str) -> str:
     return "\n".join(out)
 
 
-def _clamp(lines: tuple[str, ...] | list[str], source: str, position: types.Position) -> types.Position:
-    """Check the line, clamp the character to the line's length (LSP: "defaults back to the line length")."""
+def _clamp(doc: TextDocument, lines, source: str, position: types.Position) -> types.Position:
+    """Check the line, clamp the character to the line's length (LSP: "defaults back to the line length").
+
+    Lengths are counted in the negotiated position encoding (UTF-16 unless the client asked otherwise)."""
     line_count = len(lines)
     ends_open = not source or source.endswith(("\n", "\r"))  # the position after a final newline is valid
     if position.line < line_count:
         line = lines[position.line].rstrip("\r\n")
-        units = len(line.encode("utf-16-le")) // 2
+        units = doc.position_codec.client_num_units(line)
         return types.Position(line=position.line, character=min(position.character, units))
     if position.line == line_count and ends_open:
         return types.Position(line=position.line, character=0)

@@ -69,6 +69,18 @@ def test_context_splits_at_utf16_positions():
     assert context.language == "python" and context.version == 3
 
 
+def test_a_negotiated_utf8_or_utf32_encoding_is_honoured():
+    from pygls.workspace.position_codec import PositionCodec
+
+    line = 'a = "😀中"\n'
+    utf8 = TextDocument("file:///w/x.py", line, position_codec=PositionCodec(types.PositionEncodingKind.Utf8))
+    assert context_at(utf8, types.Position(line=0, character=12)).prefix == 'a = "😀中'  # 5 + 4 + 3 bytes
+    assert context_at(utf8, types.Position(line=0, character=99)).position.character == 13
+    utf32 = TextDocument("file:///w/x.py", line, position_codec=PositionCodec(types.PositionEncodingKind.Utf32))
+    assert context_at(utf32, types.Position(line=0, character=7)).prefix == 'a = "😀中'
+    assert context_at(utf32, types.Position(line=0, character=99)).position.character == 8
+
+
 def test_positions_past_the_line_clamp_and_past_the_document_fail():
     document = doc("ab😀\nx")
     assert context_at(document, types.Position(line=0, character=99)).prefix == "ab😀"
