@@ -97,7 +97,7 @@ class ServerSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 64
-    context_tokens: int = 2048
+    context_tokens: int = 512
     latency_budget_ms: float = 0.0
     debounce_ms: int = 150
     syntax_check: str = "trim"
