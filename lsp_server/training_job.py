@@ -46,6 +46,7 @@ class TrainOptions:
     output: Path
     block_size: int = 4
     max_steps: int = DEFAULT_MAX_STEPS
+    learning_rate: float | None = None  # None: the rate the AR was last fine-tuned with, else the trainer's
 
     def __post_init__(self) -> None:
         if not self.folders:
@@ -57,35 +58,54 @@ class TrainOptions:
             raise ValueError(f"blockSize must be a whole number from 1 to 16; got {self.block_size!r}")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= 1_000_000:
             raise ValueError(f"maxSteps must be a whole number from 1 to 1000000; got {self.max_steps!r}")
+        lr = self.learning_rate
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1):
+            raise ValueError(f"learningRate must be a number between 0 and 1; got {lr!r}")
 
 
 def parse_arguments(arguments: list[Any], workspace_folders: list[str]) -> TrainOptions:
     """Command arguments -> TrainOptions.
 
-    Accepted: [] (every workspace folder, defaults), [{"blockSize": 4, "maxSteps": N, "output": DIR}], and
+    Accepted: [] (every workspace folder, defaults), [{"blockSize": 4, "maxSteps": N, "learningRate": X,
+    "output": DIR}], and
     folder URIs or paths as strings (what the VS Code client sends), in any mix.
     """
     folders = [a for a in arguments if isinstance(a, str)]
     options = [a for a in arguments if isinstance(a, dict)]
     if len(folders) + len(options) != len(arguments) or len(options) > 1:
-        raise ValueError("arguments: folder URIs and at most one object {blockSize, maxSteps, output}")
+        raise ValueError("arguments: folder URIs and at most one object {blockSize, maxSteps, learningRate, output}")
     given = options[0] if options else {}
-    unknown = set(given) - {"blockSize", "maxSteps", "output"}
+    unknown = set(given) - {"blockSize", "maxSteps", "learningRate", "output"}
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: blockSize, maxSteps, output")
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: blockSize, maxSteps, learningRate, output")
     paths = tuple(_folder(f) for f in (folders or workspace_folders))
     block_size = given.get("blockSize", 4)
     output = Path(given["output"]).expanduser() if given.get("output") else _default_output(paths, block_size)
-    return TrainOptions(paths, output, block_size, given.get("maxSteps", DEFAULT_MAX_STEPS))
+    return TrainOptions(paths, output, block_size, given.get("maxSteps", DEFAULT_MAX_STEPS), given.get("learningRate"))
 
 
 def finetune_command(options: TrainOptions, dlm: str, ar: str, device: str) -> list[str]:
     """The training.finetune command line for `options`."""
     steps = str(options.max_steps)
     data = [arg for folder in options.folders for arg in ("--data", str(folder))]
+    lr = options.learning_rate if options.learning_rate is not None else previous_learning_rate(ar)
     return [sys.executable, "-m", "training.finetune", "--dlm", dlm, "--ar", ar, *data,
             "--block-size", str(options.block_size), "--output", str(options.output), "--json-progress",
-            "--max-steps", steps, "--val-every", steps, "--save-every", steps, "--device", device]
+            "--max-steps", steps, "--val-every", steps, "--save-every", steps, "--device", device,
+            *(["--lr", repr(float(lr))] if lr is not None else [])]
+
+
+def previous_learning_rate(ar: str) -> float | None:
+    """The rate `training.finetune` recorded in the AR folder's config.json, if any.
+
+    The trainer's default (the paper's 1e-5, for a 0.6B AR) barely moves a small AR such as the default
+    model's; the rate it was fine-tuned with is the better starting point for fine-tuning it further.
+    """
+    try:
+        value = json.loads((Path(ar) / "config.json").read_text()).get("codila_finetune_lr")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1 else None
 
 
 class TrainingRun:

@@ -195,6 +195,25 @@ def test_trainer_arguments(tmp_path, monkeypatch):
         parse_arguments(["https://example.com/repo"], [])
 
 
+def test_trainer_learning_rate(tmp_path):
+    """An explicit learningRate wins; else the rate recorded by the AR's last fine-tune; else the trainer's."""
+    folder, ar = tmp_path / "src", tmp_path / "ar"
+    folder.mkdir()
+    ar.mkdir()
+    (ar / "config.json").write_text('{"model_type": "qwen3"}')
+    plain = parse_arguments([{"output": str(tmp_path / "o")}], [folder.as_uri()])
+    assert "--lr" not in finetune_command(plain, "DLM", str(ar), "cpu")
+    (ar / "config.json").write_text('{"model_type": "qwen3", "codila_finetune_lr": 0.0005}')
+    command = finetune_command(plain, "DLM", str(ar), "cpu")
+    assert float(command[command.index("--lr") + 1]) == 5e-4
+    given = parse_arguments([{"learningRate": 2e-5, "output": str(tmp_path / "o")}], [folder.as_uri()])
+    command = finetune_command(given, "DLM", str(ar), "cpu")
+    assert float(command[command.index("--lr") + 1]) == 2e-5
+    for bad in (0, 1.5, "fast", True):
+        with pytest.raises(ValueError, match="learningRate"):
+            parse_arguments([{"learningRate": bad}], [folder.as_uri()])
+
+
 # ---------------------------------------------------------------------------------------------- engine
 class FakeEditor:
     def __init__(self):

@@ -78,6 +78,10 @@ def test_diffusion_batch_masks_only_the_infill_region_with_weight_one_over_t(tin
         assert region.max() - region.min() < denom[row]  # masks stay inside the budget
         w = weight[row][masked[row]]
         assert torch.allclose(w, w[0].expand_as(w)) and w[0] >= 1.0  # 1/t, t <= 1
+    # noise levels are stratified: one t in each sixteenth of (0, 1]
+    t = torch.stack([1 / weight[row][masked[row]][0] for row in range(16)]).sort().values
+    u = (t - config.eps) / (1 - config.eps)  # the uniform draw behind each t
+    assert torch.equal((u * 16).floor().clamp(0, 15), torch.arange(16.0))
     # the padded tail of the region is EOS: the model learns to close a middle
     assert (targets[masked] == eos).any()
 

@@ -498,6 +498,9 @@ class Trainer:
         """Write the AR as a complete HF folder into `output`, one os.replace per file."""
         tmp = self.out / "best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        # recorded so that a later fine-tune of this AR (the server's trainOnWorkspace) can reuse the rate
+        self.pair.ar.model.config.codila_finetune_lr = self.config.lr
+        self.pair.ar.model.config.codila_block_size = self.config.block_size
         self.pair.ar.model.save_pretrained(tmp, safe_serialization=True)
         self.pair.ar.tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
@@ -535,7 +538,7 @@ class Trainer:
         if unexpected or set(missing) - {"lm_head.weight"}:
             raise ValueError(f"{folder}: checkpoint does not match the AR: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.pair.ar.model.tie_weights()
-        state = torch.load(folder / "state.pt", weights_only=False)
+        state = torch.load(folder / "state.pt", weights_only=True)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
