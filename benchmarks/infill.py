@@ -47,6 +47,7 @@ from benchmarks.harness import Length, run_benchmark
 from benchmarks.metrics import summarize
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
+from decoding.arguments import add_model_arguments, load_models_from_args
 
 log = logging.getLogger("benchmarks.infill")
 
@@ -70,12 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a decoder spec (grammar below); repeat for several")
     dec.add_argument("--seed", type=int, default=0, help="seed of every decode unless a spec sets seed= (default 0)")
     # --- models ---
-    mod = parser.add_argument_group("models (local Hugging Face folders)")
-    mod.add_argument("--dlm", type=Path, default=None, help="DLM folder (default: the shipped default model)")
-    mod.add_argument("--ar", type=Path, default=None, help="AR executor folder (default: the shipped default model)")
-    mod.add_argument("--device", default="auto", help="auto (default: cuda when available, else cpu), cpu, cuda, ...")
-    mod.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                     help="auto (default) = bfloat16 on cuda, float32 on cpu")
+    mod = add_model_arguments(parser)
     mod.add_argument("--max-context", type=int, default=None, metavar="TOKENS",
                      help="canvas length cap (prefix + middle + suffix tokens); longer prompts keep the code "
                           "nearest the gap (default: the DLM's max_position_embeddings)")
@@ -173,12 +169,11 @@ def _models(args: argparse.Namespace):
     import torch
     import transformers
 
-    from decoding import load_models
 
     transformers.utils.logging.disable_progress_bar()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    models = load_models(args.dlm, args.ar, device=args.device, dtype=args.dtype)
+    models = load_models_from_args(args)
     limit = models.dlm.model.config.max_position_embeddings
     max_context = args.max_context or limit
     if not 2 <= max_context <= limit:

@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from decoding.arguments import add_model_arguments, load_models_from_args
 from decoding.config import KV_CACHES, METHODS, MODES, PRESETS, DecodeConfig, preset
 
 log = logging.getLogger("decoding")
@@ -68,16 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--max-suffix-tokens", type=int, default=None,
                      help="keep only the first N suffix tokens (default: all)")
     # --- models ---
-    mod = parser.add_argument_group("models (local Hugging Face folders, safetensors only)")
-    mod.add_argument("--dlm", type=Path, default=None, help="DLM folder (default: the shipped default model)")
-    mod.add_argument("--ar", type=Path, default=None, help="AR executor folder (default: the shipped default model)")
-    mod.add_argument("--device", default="auto", help="auto (default) = cuda when available, else cpu; or cpu, cuda, cuda:1")
-    mod.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                     help="auto (default) = bfloat16 on cuda, float32 on cpu")
-    mod.add_argument("--trust-remote-code", action="store_true",
-                     help="allow the checkpoints' own Python code (off: Dream loads as Qwen2 without it)")
-    mod.add_argument("--ar-backend", default="torch", choices=["torch", "vllm"],
-                     help="run the AR executor with transformers (default) or vLLM (GPU, vLLM >= 0.11)")
+    add_model_arguments(parser)
     # --- decoding settings ---
     dec = parser.add_argument_group("decoding settings (applied on top of --preset)")
     dec.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -157,11 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         prefix = _read(args.prefix_file, args.prefix, stdin_used)
         suffix = _read(args.suffix_file, args.suffix, stdin_used)
         from decoding.loop import infill
-        from decoding.models import load_models
 
         log.info("config: %s", json.dumps(dataclasses.asdict(config)))
-        models = load_models(args.dlm, args.ar, device=args.device, dtype=args.dtype,
-                             trust_remote_code=args.trust_remote_code, ar_backend=args.ar_backend)
+        models = load_models_from_args(args)
         on_step = (lambda s: log.debug("iteration %d: committed %d, %d left, %.3fs", s.iteration, s.committed,
                                        s.remaining, s.elapsed_s)) if args.verbose else None
         result = infill(models, prefix, suffix, config, max_prefix_tokens=args.max_prefix_tokens,
