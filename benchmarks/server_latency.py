@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # settings sent as initializationOptions; unset = the server's default
     p.add_argument("--preset", default=None, help="fast | balanced | accurate (default: the server's, balanced)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="maxNewTokens (default: the server's, 64)")
-    p.add_argument("--context-tokens", type=int, default=None, help="contextTokens (default: the server's, 2048)")
+    p.add_argument("--context-tokens", type=int, default=None, help="contextTokens (default: the server's, 512)")
     p.add_argument("--syntax-check", default=None, help="off | trim | reject (default: the server's, trim)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="server --threads (0 = torch's default)")
