@@ -46,6 +46,9 @@ SETTING_HELP = {
     "ar_top_p": "AR executor nucleus mass (paper 0.8)",
     "eos_penalty": "subtracted from the DLM's EOS logit (0 = off); counters EOS collapse",
     "eos_casting": "after the first committed EOS every later position becomes EOS",
+    "eos_frontier": "EOS may be committed only at the first masked position (off: anywhere)",
+    "eos_min_prob": "a position becomes EOS only when EOS has at least this probability there (0 = EOS "
+                    "competes as an ordinary token)",
     "deadline_ms": "latency budget in ms: parallelism rises so the decode ends in time; 'none' = no budget",
     "kv_cache": "none: full DLM pass every iteration; prefix / dual: approximate cache of the prefix "
                 "(and suffix) keys/values",

@@ -104,3 +104,16 @@ def cast_eos(middle: torch.Tensor, open_: torch.Tensor, eos_id: int, length: int
     middle[first + 1 :] = eos_id
     open_[first + 1 :] = False
     return closed
+
+
+def ban_eos_behind_frontier(logits: torch.Tensor, positions: torch.Tensor, open_: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """EOS only at the frontier: a copy of `logits` with EOS at -inf except at the first open position.
+
+    logits: (M, V) for middle positions `positions` (M,); open_: (Npad,) bool. Whether the middle ends at a
+    position depends on what stands left of it; decided anywhere else, one confident EOS near the end of
+    the budget makes its left neighbour more likely EOS, and the chain eats the whole middle.
+    """
+    frontier = int(open_.nonzero()[0])
+    logits = logits.clone()
+    logits[positions != frontier, eos_id] = -torch.inf
+    return logits

@@ -39,6 +39,13 @@ class DecodeConfig:
     ar_temperature, ar_top_p:  sampling inside the AR executor (paper: 0.1 and 0.8).
     eos_penalty:     subtracted from the DLM's EOS logit before the softmax (0 = off). Counters EOS collapse.
     eos_casting:     once an EOS is committed, every later masked position becomes EOS (Dream-Coder).
+    eos_min_prob:    a position becomes EOS only when the model (DLM or AR, whichever picks its token)
+                     gives EOS at least this probability; below it EOS is banned from the choice
+                     (decoding.sampling.eos_rule). 0 = EOS competes as an ordinary token.
+    eos_frontier:    EOS may be committed only at the first masked position (for CoDiLA: inside the first
+                     block with a masked position), where everything to its left is decided; elsewhere
+                     positions get tokens and EOS casting clears them if the middle ends before. Off: EOS
+                     anywhere, which lets a chain of EOS grow from the end of the budget into the middle.
     deadline_ms:     latency budget; the loop raises parallelism so the decode ends within it. None = off.
     kv_cache:        "none" recomputes the whole canvas every iteration; "prefix" caches the prefix's keys
                      and values, "dual" also the suffix's (approximate: refreshed every `cache_refresh`
@@ -61,6 +68,8 @@ class DecodeConfig:
     ar_top_p: float = 0.8
     eos_penalty: float = 0.0
     eos_casting: bool = True
+    eos_min_prob: float = 0.5
+    eos_frontier: bool = True
     deadline_ms: float | None = None
     kv_cache: str = "none"
     cache_refresh: int = 4
@@ -81,13 +90,15 @@ class DecodeConfig:
         _in_range("top_p", self.top_p, 1e-6, 1.0, (int, float))
         _in_range("ar_top_p", self.ar_top_p, 1e-6, 1.0, (int, float))
         _in_range("eos_penalty", self.eos_penalty, 0.0, 1e4, (int, float))
+        _in_range("eos_min_prob", self.eos_min_prob, 0.0, 1.0, (int, float))
         _in_range("seed", self.seed, 0, 2**63 - 1, int)
         if self.confidence is not None:
             _in_range("confidence", self.confidence, 0.0, 1.0, (int, float))
         if self.deadline_ms is not None:
             _in_range("deadline_ms", self.deadline_ms, 1.0, 3_600_000.0, (int, float))
-        if not isinstance(self.eos_casting, bool):
-            raise ValueError(f"eos_casting must be true or false, got {self.eos_casting!r}")
+        for name in ("eos_casting", "eos_frontier"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def replace(self, **changes: Any) -> "DecodeConfig":
         """A copy with `changes` applied and validated (raises ValueError, leaving self untouched)."""

@@ -25,9 +25,14 @@ from decoding.sampling import Sampler, entropy, make_sampler
 
 class BlockExecutor(Protocol):
     def decode_blocks(
-        self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None
+        self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None,
+        eos_ok: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs_embeds (nb, B + 2, H), forced (nb, B) ids or -1 -> tokens (nb, B), entropies (nb, B)."""
+        """inputs_embeds (nb, B + 2, H), forced (nb, B) ids or -1 -> tokens (nb, B), entropies (nb, B).
+
+        eos_ok: (nb,) bool, the blocks that may produce EOS (None = all); in the others EOS is banned
+        before the entropies are taken.
+        """
         ...
 
 
@@ -38,17 +43,20 @@ class TorchBlockExecutor:
     allowed:  (V_ar,) bool, ids the AR may emit (those the DLM shares: an AR-only id has no meaning on the
               DLM's canvas, and e.g. Qwen3's id 151666 is Dream's mask).
     sampler:  token sampler at the AR's temperature / top-p.
+    eos_id:   the id `eos_ok` refers to.
     """
 
-    def __init__(self, model: torch.nn.Module, allowed: torch.Tensor, sampler: Sampler):
+    def __init__(self, model: torch.nn.Module, allowed: torch.Tensor, sampler: Sampler, eos_id: int | None = None):
         self.model = model
         # additive bias: 0 where allowed, -inf elsewhere; applied to every logit row
         self.bias = torch.zeros(allowed.shape, device=model.device).masked_fill(~allowed.to(model.device), -math.inf)
         self.sampler = sampler
+        self.eos_id = eos_id
 
     @torch.inference_mode()
     def decode_blocks(
-        self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None
+        self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None,
+        eos_ok: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         nb, B = forced.shape
         assert inputs_embeds.shape[:2] == (nb, B + 2), (inputs_embeds.shape, forced.shape)
@@ -57,8 +65,11 @@ class TorchBlockExecutor:
         entropies = torch.empty(nb, B, dtype=torch.float32, device=forced.device)
         cache = DynamicCache(config=self.model.config)
         logits = self._prefill(inputs_embeds, cache)  # (nb, V)
+        no_eos = None if eos_ok is None or self.eos_id is None else ~eos_ok.to(forced.device)  # (nb,)
         for j in range(B):
             logits = logits.float() + self.bias  # (nb, V), banned ids at -inf
+            if no_eos is not None:
+                logits[no_eos, self.eos_id] = -math.inf
             entropies[:, j] = entropy(logits)
             # a committed position reproduces its token; the others are sampled
             tokens[:, j] = torch.where(forced[:, j] >= 0, forced[:, j], self.sampler(logits, generator))
@@ -94,13 +105,14 @@ class VLLMBlockExecutor:
     """
 
     def __init__(self, llm: Any, embeddings: torch.Tensor, allowed: torch.Tensor, temperature: float,
-                 top_p: float, seed: int, logprobs: int = 20):
+                 top_p: float, seed: int, logprobs: int = 20, eos_id: int | None = None, eos_min_prob: float = 0.0):
         from vllm import SamplingParams  # imported here: vLLM is optional
 
         self.llm = llm
         self.embeddings = embeddings  # (V_ar, H), to embed the tokens decoded so far
         self.allowed = allowed.cpu()
         self.n_allowed = int(allowed.sum())
+        self.eos_id, self.eos_min_prob = eos_id, eos_min_prob
         banned = (~self.allowed).nonzero().squeeze(-1).tolist()
         self.params = SamplingParams(
             temperature=temperature, top_p=top_p, max_tokens=1, logprobs=logprobs, seed=seed,
@@ -108,10 +120,12 @@ class VLLMBlockExecutor:
         )
 
     def decode_blocks(
-        self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None
+        self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None,
+        eos_ok: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         nb, B = forced.shape
         forced = forced.cpu()
+        eos_ok = torch.ones(nb, dtype=torch.bool) if eos_ok is None else eos_ok.cpu()
         tokens = torch.empty(nb, B, dtype=torch.long)
         entropies = torch.zeros(nb, B, dtype=torch.float32)
         prompts = inputs_embeds.detach().cpu()  # (nb, B + 2 + j, H) in round j; vLLM takes CPU tensors
@@ -122,11 +136,24 @@ class VLLMBlockExecutor:
                 outs = self.llm.generate([{"prompt_embeds": p} for p in prompts], self.params, use_tqdm=False)
                 for b, out in enumerate(outs):
                     step = out.outputs[0]
-                    tokens[b, j] = int(forced[b, j]) if forced[b, j] >= 0 else step.token_ids[0]
+                    tokens[b, j] = int(forced[b, j]) if forced[b, j] >= 0 else self._apply_eos_rule(step, bool(eos_ok[b]))
                     entropies[b, j] = self._entropy(step.logprobs[0])
             new = self.embeddings[tokens[:, j].to(self.embeddings.device)].detach().cpu()  # (nb, H)
             prompts = torch.cat([prompts, new.unsqueeze(1).to(prompts.dtype)], dim=1)  # (nb, B + 3 + j, H)
         return tokens.to(self.embeddings.device), entropies.to(self.embeddings.device)
+
+    def _apply_eos_rule(self, step: Any, eos_ok: bool) -> int:
+        """The sampled id, unless it is an EOS that is banned here or that the model gave less than
+        eos_min_prob: then the most likely allowed other id among the returned log-probabilities (vLLM
+        samples before we can ban EOS; the entropy estimate still counts EOS)."""
+        token = step.token_ids[0]
+        if token != self.eos_id:
+            return token
+        top = step.logprobs[0]
+        if eos_ok and math.exp(top[token].logprob) >= self.eos_min_prob:
+            return token
+        others = [(lp.logprob, i) for i, lp in top.items() if i != self.eos_id and self.allowed[i]]
+        return max(others)[1] if others else token
 
     def _entropy(self, top: dict) -> float:
         """Entropy estimate from vLLM's top log-probabilities {id: Logprob} (raw, temperature 1)."""
@@ -149,12 +176,19 @@ def load_vllm_engine(ar_path: str, dtype: str = "auto", gpu_memory_utilization: 
                gpu_memory_utilization=gpu_memory_utilization, **kwargs)
 
 
-def make_executor(models: Any, ar_temperature: float, ar_top_p: float, seed: int) -> BlockExecutor:
-    """The executor for one decode: vLLM when the pair carries a vLLM engine, else the torch model."""
+def make_executor(models: Any, ar_temperature: float, ar_top_p: float, seed: int,
+                  eos_min_prob: float = 0.0) -> BlockExecutor:
+    """The executor for one decode: vLLM when the pair carries a vLLM engine, else the torch model.
+
+    eos_min_prob: the EOS rule (decoding.sampling.eos_rule) on the AR's own distribution; EOS is the DLM's
+    id, which the AR shares.
+    """
     allowed = ar_allowed_ids(models)
+    eos_id = models.dlm.eos_id
     if getattr(models.ar, "vllm_engine", None) is not None:
-        return VLLMBlockExecutor(models.ar.vllm_engine, models.ar.embeddings, allowed, ar_temperature, ar_top_p, seed)
-    return TorchBlockExecutor(models.ar.model, allowed, make_sampler(ar_temperature, ar_top_p))
+        return VLLMBlockExecutor(models.ar.vllm_engine, models.ar.embeddings, allowed, ar_temperature, ar_top_p, seed,
+                                 eos_id=eos_id, eos_min_prob=eos_min_prob)
+    return TorchBlockExecutor(models.ar.model, allowed, make_sampler(ar_temperature, ar_top_p, eos_id, eos_min_prob), eos_id)
 
 
 def ar_allowed_ids(models: Any) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 
 from decoding.budget import make_budget
 from decoding.commit import (
+    ban_eos_behind_frontier,
     above_confidence,
     candidate_blocks,
     cast_eos,
@@ -104,10 +105,16 @@ class DecodeResult:
 
 @dataclass
 class Marginals:
-    """The DLM's view this iteration. positions: (M,) masked middle indices; logits: (M, V) for them."""
+    """The DLM's view this iteration.
+
+    positions: (M,) masked middle indices. logits: (M, V) for them, as the DLM gives them (the AR's input).
+    choice: (M, V) the logits the DLM ranks and picks its own tokens from: `logits`, with EOS banned where
+    the decode does not let the middle end (see DecodeConfig.eos_frontier).
+    """
 
     positions: torch.Tensor
     logits: torch.Tensor
+    choice: torch.Tensor
 
     @cached_property
     def probs(self) -> torch.Tensor:
@@ -116,8 +123,8 @@ class Marginals:
 
     @cached_property
     def entropy(self) -> torch.Tensor:
-        """(M,) DLM entropy per masked position, in nats (the DLM's own uncertainty)."""
-        return entropy(self.logits)
+        """(M,) DLM entropy per masked position over the ids it may commit, in nats."""
+        return entropy(self.choice)
 
 
 # A strategy has two stages per iteration:
@@ -144,6 +151,7 @@ class BlockStrategy:
         self.stats = stats
         self.ar_generator = ar_generator
         self.sync = sync
+        self.eos_frontier = config.eos_frontier
 
     def candidates(self, open_: torch.Tensor, need: int) -> torch.Tensor:
         """Middle positions of the candidate blocks, (nc, B). open_: (Npad,)."""
@@ -166,17 +174,20 @@ class BlockStrategy:
         row_of[marg.positions] = torch.arange(marg.positions.numel(), device=middle.device)
         rows = row_of[pos]  # (nc, B); committed positions point at row 0, unused (hard embedding)
 
-        tokens, entropies = self._decode_blocks(marg.logits[rows], committed)  # (nc, B) each
+        # only the frontier block (everything left of it is committed) may end the middle
+        eos_ok = (torch.arange(len(pos), device=pos.device) == 0) if self.eos_frontier else None  # (nc,)
+        tokens, entropies = self._decode_blocks(marg.logits[rows], committed, eos_ok)  # (nc, B) each
         mask = self.rule(entropies.to(block_open.device), block_open, need=need)  # (nc, B) or None
         if mask is None:
             return self._dlm_fallback(rows[block_open], marg, generator)
         return pos[mask], tokens.to(middle.device)[mask]
 
-    def _decode_blocks(self, logits: torch.Tensor, committed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_blocks(self, logits: torch.Tensor, committed: torch.Tensor,
+                       eos_ok: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft-condition the AR on each block's marginals and decode all blocks in one call.
 
-        logits: (nc, B, V_dlm) DLM logits of the block positions; committed: (nc, B) id or -1.
-        Returns tokens, entropies: (nc, B).
+        logits: (nc, B, V_dlm) DLM logits of the block positions; committed: (nc, B) id or -1; eos_ok: (nc,)
+        the blocks that may produce EOS, or None for all. Returns tokens, entropies: (nc, B).
         """
         ar = self.models.ar
         # marginals at temperature 1, as the AR executor was trained to read them, on the AR's vocabulary
@@ -184,7 +195,7 @@ class BlockStrategy:
         inputs = block_inputs(probs.to(ar.device), committed.to(ar.device), ar.embeddings, ar.open_id,
                               ar.close_id, self.models.dlm.eos_id, hard=self.hard)  # (nc, B + 2, H)
         t0 = time.perf_counter()
-        tokens, entropies = self.executor.decode_blocks(inputs, committed, self.ar_generator)  # (nc, B) each
+        tokens, entropies = self.executor.decode_blocks(inputs, committed, self.ar_generator, eos_ok)  # (nc, B) each
         self.sync()
         self.stats.ar_seconds += time.perf_counter() - t0
         self.stats.ar_calls += 1
@@ -196,8 +207,8 @@ class BlockStrategy:
 
         rows: (K,) rows in marg of the candidate blocks' open positions. Returns ((1,), (1,)).
         """
-        best = rows[entropy(marg.logits[rows]).argmin()].view(1)  # (1,) row in marg
-        return marg.positions[best], self.dlm_sampler(marg.logits[best], generator)
+        best = rows[marg.entropy[rows].argmin()].view(1)  # (1,) row in marg
+        return marg.positions[best], self.dlm_sampler(marg.choice[best], generator)
 
 
 class DLMStrategy:
@@ -216,17 +227,17 @@ class DLMStrategy:
 
     def __call__(self, middle, open_, marg: Marginals, need: int, generator):
         rows = self.choose(marg, need)  # (K,)
-        return marg.positions[rows], self.dlm_sampler(marg.logits[rows], generator)
+        return marg.positions[rows], self.dlm_sampler(marg.choice[rows], generator)
 
 
 def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
                   ar_generator: torch.Generator | None, sync: Callable):
     """The commit strategy for one decode; nothing below re-reads config.method or config.mode."""
-    dlm_sampler = make_sampler(config.temperature, config.top_p)
+    dlm_sampler = make_sampler(config.temperature, config.top_p, models.dlm.eos_id, config.eos_min_prob)
     if config.method == "dlm":
         if config.confidence is not None:
             def choose(m: Marginals, need: int) -> torch.Tensor:
-                return above_confidence(m.probs.max(-1).values, config.confidence, need)
+                return above_confidence(torch.softmax(m.choice, dim=-1).max(-1).values, config.confidence, need)
         else:
             def choose(m: Marginals, need: int) -> torch.Tensor:
                 return lowest_entropy(m.entropy, max(config.tokens_per_step, need))
@@ -235,7 +246,7 @@ def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
         rule = static_commit
     else:
         rule = partial(dynamic_commit, tau=config.tau)
-    executor = make_executor(models, config.ar_temperature, config.ar_top_p, config.seed)
+    executor = make_executor(models, config.ar_temperature, config.ar_top_p, config.seed, config.eos_min_prob)
     return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync)
 
 
@@ -274,7 +285,7 @@ def decode(
     ar_generator = generator if ar_device == device else torch.Generator(device=ar_device).manual_seed(config.seed)
     forward = make_marginals_stage(dlm, canvas, config.kv_cache, config.cache_refresh, config.eos_penalty)
     strategy = make_strategy(models, config, stats, ar_generator, sync)
-    flush_sampler = make_sampler(config.temperature, config.top_p)
+    flush_sampler = make_sampler(config.temperature, config.top_p, eos_id, config.eos_min_prob)
     budget = make_budget(config.deadline_ms, start)
 
     iteration = 0
@@ -291,7 +302,8 @@ def decode(
         logits = forward(canvas, positions, iteration)  # (M, V)
         sync()
         stats.dlm_seconds += time.perf_counter() - t0
-        marg = Marginals(positions, logits)
+        choice = ban_eos_behind_frontier(logits, positions, open_, eos_id) if config.eos_frontier else logits
+        marg = Marginals(positions, logits, choice)
 
         if flush:  # out of time: commit every masked position from the current marginals
             pos, tok = positions, flush_sampler(logits, generator)

@@ -1,6 +1,7 @@
 """The decode loop end to end on the tiny models: commit counts per method, the invariant, scope, EOS, budget,
 cancellation, determinism and the text API."""
 
+import math
 import time
 from contextlib import contextmanager
 
@@ -128,11 +129,32 @@ def test_eos_penalty_counters_eos_collapse(tiny_models):
         out[..., eos] += 5.0
         return out
 
+    # EOS as an ordinary token, committed anywhere: the argmax everywhere, so the middle collapses
+    plain = dict(method="dlm", max_new_tokens=8, eos_min_prob=0.0, eos_frontier=False)
     with hooked(tiny_models.dlm.model.lm_head, eos_first):
-        collapsed, _ = run(tiny_models, method="dlm", max_new_tokens=8)
-        penalised, _ = run(tiny_models, method="dlm", max_new_tokens=8, eos_penalty=1000.0)
+        collapsed, _ = run(tiny_models, **plain)
+        penalised, _ = run(tiny_models, **plain, eos_penalty=1000.0)
     assert collapsed.tokens == []
     assert len(penalised.tokens) == 8 and eos not in penalised.middle_ids
+
+
+@pytest.mark.parametrize("settings", [dict(method="dlm"), dict(mode="static"), dict(mode="dynamic")])
+def test_eos_that_is_only_the_likeliest_token_does_not_end_the_middle(tiny_models, settings):
+    """EOS at ~30% everywhere is the argmax among hundreds of tokens, yet the middle more likely goes on:
+    with the default EOS rule every position gets a real token; treated as an ordinary token, EOS wins."""
+    eos = tiny_models.dlm.eos_id
+
+    def eos_likeliest(module, args, out):
+        out = out.clone()
+        rest = out[..., torch.arange(out.shape[-1]) != eos].logsumexp(-1)  # (..,) log-mass of the others
+        out[..., eos] = rest + math.log(0.3 / 0.7)  # P(EOS) = 0.3 exactly
+        return out
+
+    with hooked(tiny_models.dlm.model.lm_head, eos_likeliest), hooked(tiny_models.ar.model.lm_head, eos_likeliest):
+        kept, _ = run(tiny_models, max_new_tokens=8, **settings)
+        collapsed, _ = run(tiny_models, max_new_tokens=8, eos_min_prob=0.0, eos_frontier=False, **settings)
+    assert len(kept.tokens) == 8 and eos not in kept.middle_ids[:8]
+    assert collapsed.tokens == [] or eos in collapsed.middle_ids[:8]
 
 
 def test_same_seed_same_output_different_seed_different_output(tiny_models):

@@ -7,6 +7,7 @@ import torch
 
 from decoding.commit import (
     above_confidence,
+    ban_eos_behind_frontier,
     block_mean_entropy,
     candidate_blocks,
     cast_eos,
@@ -14,7 +15,7 @@ from decoding.commit import (
     lowest_entropy,
     static_commit,
 )
-from decoding.sampling import entropy, make_sampler
+from decoding.sampling import entropy, eos_rule, greedy, make_sampler
 
 T, F = True, False
 
@@ -119,3 +120,27 @@ def test_nucleus_sampling_never_leaves_the_nucleus_and_is_seeded():
     again = nucleus(logits, torch.Generator().manual_seed(0))
     assert torch.equal(draws, again)
     assert make_sampler(0.0, 0.8)(logits[:2], None).tolist() == [0, 0]  # temperature 0 = argmax
+
+
+def test_eos_rule_bans_eos_only_where_it_is_less_likely_than_the_threshold():
+    # rows: P(EOS) = 0.3 (the argmax among 8 ids, yet unlikely), 0.6, 0.5
+    probs = torch.tensor([[0.3] + [0.1] * 7, [0.6] + [0.4 / 7] * 7, [0.5] + [0.5 / 7] * 7])
+    logits = probs.log()
+    out = eos_rule(logits, eos_id=0, min_prob=0.5)
+    assert out[0, 0] == -math.inf and torch.isfinite(out[1:, 0]).all()
+    assert torch.equal(out[:, 1:], logits[:, 1:]) and torch.isfinite(logits).all()  # a copy, rest untouched
+    assert greedy(out).tolist() == [1, 0, 0]
+    sampler = make_sampler(0.0, 1.0, eos_id=0, eos_min_prob=0.5)
+    assert sampler(logits, None).tolist() == [1, 0, 0]
+    assert make_sampler(0.0, 1.0, eos_id=0, eos_min_prob=0.0)(logits, None).tolist() == [0, 0, 0]
+
+
+def test_eos_is_committable_only_at_the_frontier():
+    open_ = torch.tensor([False, False, True, False, True, True])  # frontier: position 2
+    positions = torch.tensor([2, 4, 5])
+    logits = torch.zeros(3, 5)
+    out = ban_eos_behind_frontier(logits, positions, open_, eos_id=3)
+    assert torch.isfinite(out[0]).all()
+    assert (out[1:, 3] == -math.inf).all() and torch.isfinite(out[1:, :3]).all()
+    assert torch.isfinite(logits).all()  # the input is not modified
+
