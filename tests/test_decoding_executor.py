@@ -1,6 +1,7 @@
 """The AR block executor: batched block decoding with forced tokens and per-token entropies; the vLLM
 backend's laziness and its round logic against a stand-in engine."""
 
+import math
 import sys
 import types
 
@@ -39,6 +40,28 @@ def test_forced_tokens_are_reproduced_and_entropies_match_an_uncached_pass(tiny_
     assert torch.allclose(ent, entropy(logits), atol=1e-4)
     free = forced < 0
     assert torch.equal(tokens[free], logits.argmax(-1)[free])  # greedy at the open positions
+
+
+def test_only_blocks_allowed_to_end_the_middle_produce_eos(tiny_models):
+    models = tiny_models
+    eos = models.dlm.eos_id
+    ex = TorchBlockExecutor(models.ar.model, ar_allowed_ids(models), greedy, eos_id=eos)
+    x = _prompts(models, nb=2, B=3)
+    head = models.ar.model.lm_head
+
+    def eos_certain(module, args, out):
+        out = out.clone()
+        out[..., eos] += 100.0
+        return out
+
+    handle = head.register_forward_hook(eos_certain)
+    try:
+        tokens, ent = ex.decode_blocks(x, torch.full((2, 3), -1), None, torch.tensor([True, False]))
+    finally:
+        handle.remove()
+    assert tokens[0].tolist() == [eos] * 3  # the frontier block may end the middle
+    assert eos not in tokens[1].tolist()  # the others get real tokens ...
+    assert (ent[1] > ent[0]).all()  # ... and their entropies are over what they may commit
 
 
 def test_blocks_are_decoded_independently_in_one_batch(tiny_models):
@@ -108,6 +131,35 @@ def test_vllm_executor_rounds_force_tokens_and_estimate_entropy(monkeypatch):
     assert tokens.tolist() == [[5, 9], [4, 9]]
     assert engine.calls == [[5, 5]]  # round 0 all forced: skipped; round 1 sees prompt + one token
     assert ent[:, 1].tolist() == pytest.approx([0.6931, 0.6931], abs=1e-4)
+
+
+def test_vllm_executor_applies_the_eos_rules_after_sampling(monkeypatch):
+    """vLLM samples before EOS can be banned: an EOS below eos_min_prob, or in a block that may not end the
+    middle, becomes the likeliest allowed other id of the returned log-probabilities."""
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    lp = types.SimpleNamespace
+
+    class Engine:  # samples EOS (id 0) with probability p_eos; id 11 (banned) and 8 share the rest
+        def __init__(self, p_eos):
+            self.p_eos = p_eos
+
+        def generate(self, prompts, params, use_tqdm=False):
+            rest = math.log((1 - self.p_eos) / 2)
+            step = lp(token_ids=[0], logprobs=[{0: lp(logprob=math.log(self.p_eos)), 11: lp(logprob=rest),
+                                                8: lp(logprob=rest - 0.1)}])
+            return [lp(outputs=[step]) for _ in prompts]
+
+    E = torch.eye(12)
+    allowed = torch.ones(12, dtype=torch.bool)
+    allowed[11] = False
+    x, free = torch.zeros(2, 3, 12), torch.tensor([[-1], [-1]])  # nb=2, B=1
+    for p_eos, eos_ok, expected in [(0.4, [True, True], [8, 8]), (0.9, [True, False], [0, 8])]:
+        ex = VLLMBlockExecutor(Engine(p_eos), E, allowed, temperature=0.1, top_p=0.8, seed=3, eos_id=0,
+                               eos_min_prob=0.5)
+        tokens, _ = ex.decode_blocks(x, free, None, torch.tensor(eos_ok))
+        assert tokens[:, 0].tolist() == expected
 
 
 @pytest.mark.gpu
