@@ -108,13 +108,22 @@ class Marginals:
     """The DLM's view this iteration.
 
     positions: (M,) masked middle indices. logits: (M, V) for them, as the DLM gives them (the AR's input).
-    choice: (M, V) the logits the DLM ranks and picks its own tokens from: `logits`, with EOS banned where
-    the decode does not let the middle end (see DecodeConfig.eos_frontier).
+    open_: (Npad,) the masked positions; eos_id: set when EOS may only be committed at the frontier
+    (DecodeConfig.eos_frontier), None otherwise.
     """
 
     positions: torch.Tensor
     logits: torch.Tensor
-    choice: torch.Tensor
+    open_: torch.Tensor
+    eos_id: int | None = None
+
+    @cached_property
+    def choice(self) -> torch.Tensor:
+        """(M, V) the logits the DLM ranks and picks its own tokens from: `logits`, with EOS banned where the
+        middle may not end. Computed on first use (CoDiLA reads it only when it falls back to the DLM)."""
+        if self.eos_id is None:
+            return self.logits
+        return ban_eos_behind_frontier(self.logits, self.positions, self.open_, self.eos_id)
 
     @cached_property
     def probs(self) -> torch.Tensor:
@@ -302,8 +311,7 @@ def decode(
         logits = forward(canvas, positions, iteration)  # (M, V)
         sync()
         stats.dlm_seconds += time.perf_counter() - t0
-        choice = ban_eos_behind_frontier(logits, positions, open_, eos_id) if config.eos_frontier else logits
-        marg = Marginals(positions, logits, choice)
+        marg = Marginals(positions, logits, open_, eos_id if config.eos_frontier else None)
 
         if flush:  # out of time: commit every masked position from the current marginals
             pos, tok = positions, flush_sampler(logits, generator)
