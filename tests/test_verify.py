@@ -1,11 +1,12 @@
 """verify/: tree-sitter + Python syntax checks of whole texts and of insertions into a file being edited."""
 
+import math
 import threading
 import time
 
 import pytest
 
-from verify import LANGUAGES, check_insertion, language_for, parse_errors, syntax_ok
+from verify import LANGUAGES, check_insertion, insertion, language_for, parse_errors, syntax_ok
 
 # Per language: (before, after) around a cursor inside a function body, an insertion that completes the
 # statement, and one that completes it and then starts a statement it never finishes (as a decoder that
@@ -131,6 +132,43 @@ def test_a_file_broken_at_the_cursor_accepts_the_completion_that_fixes_it():
 def test_trim_cuts_a_single_line_at_the_last_token_boundary_that_parses():
     result = check_insertion("def f(x):\n    y = ", "compute(x, 2", "\n    return y\n", "python")
     assert (result.text, result.status) == ("compute", "trimmed")
+
+
+def _count_probes(monkeypatch) -> list[str]:
+    """Record every insertion `check_insertion` probes (the first probe is the whole insertion)."""
+    probed, check = [], insertion._Probe.check
+
+    def spy(self, inserted, **kwargs):
+        probed.append(inserted)
+        return check(self, inserted, **kwargs)
+
+    monkeypatch.setattr(insertion._Probe, "check", spy)
+    return probed
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_junk_after_a_good_line_costs_a_bounded_number_of_probes(language, monkeypatch):
+    # the decoder's worst case: a good first line, then a budget's worth of lines that open a string and
+    # never close it; a probe per candidate prefix was ~40 probes (200 ms in the server benchmark)
+    before, after, good, _ = CASES[language]
+    junk = "".join(f'    "unterminated {i} (\n' for i in range(40))
+    probed = _count_probes(monkeypatch)
+    result = check_insertion(before, good + "\n" + junk, after, language, mode="trim")
+    assert (result.text, result.status) == (good + "\n", "trimmed")
+    lines, _ = insertion._trim_candidates(good + "\n" + junk)
+    assert len(lines) > 80
+    assert len(probed) <= 1 + insertion.TRIM_SCAN + math.ceil(math.log2(len(lines))) + 1
+    assert result.text in probed  # what is returned was itself probed
+
+
+def test_trim_keeps_the_longest_prefix_when_only_the_end_is_wrong(monkeypatch):
+    # a multi-line call whose last line overshoots: every line but the last survives, found by the scan
+    before, after = "def f(x):\n    y = ", "\n    return y\n"
+    inserted = "compute(\n        x,\n        2,\n    )\n    z = )"
+    probed = _count_probes(monkeypatch)
+    result = check_insertion(before, inserted, after, "python")
+    assert (result.text, result.status) == ("compute(\n        x,\n        2,\n    )\n", "trimmed")
+    assert len(probed) <= 1 + insertion.TRIM_SCAN
 
 
 def test_nothing_survives_when_no_prefix_parses():

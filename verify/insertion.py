@@ -13,7 +13,8 @@ A file being edited often has syntax errors already, so the question is not "doe
                 with those of the base tree: any error that was not there before refuses the insertion;
                 for Python, also compile the top-level statements around it with and without it
     trim        the longest prefix that passes the probe, cut at line ends first, then at token boundaries
-                of the first line
+                of the first line; searched with a bounded number of probes (see `_trim`), so a long
+                insertion of junk costs a dozen probes, not one per line and token
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ STATUSES = ("ok", "trimmed", "rejected", "unverified")
 # file (about 140 ms for 5 MB of Python); a window keeps every probe at a few milliseconds.
 WINDOW_CHARS = 32_000
 MAX_TOKEN_CUTS = 64  # token-boundary prefixes tried inside the first line when no whole line survives
+# Trimming probes the TRIM_SCAN longest candidate prefixes of a kind one by one (an insertion that only
+# overshoots at its end keeps exactly its longest good prefix), then bisects the rest by length (see _trim).
+TRIM_SCAN = 4
 
 # A window edge: a blank line followed by a line starting in column 0 with code (a top-level statement
 # in every supported language, in practice). Cutting there keeps the window's own parse clean.
@@ -106,11 +110,8 @@ def check_insertion(before: str, inserted: str, after: str, language: str | None
         first = probe.check(inserted)
         if first.ok:
             return VerifyResult(inserted, "ok", first.errors_before, first.errors_after, _millis(started))
-        if mode == "trim":
-            for prefix in _trim_candidates(inserted):
-                if probe.check(prefix).ok:
-                    return VerifyResult(prefix, "trimmed", first.errors_before, first.errors_after,
-                                        _millis(started))
+        if mode == "trim" and (prefix := _trim(probe, inserted)) is not None:
+            return VerifyResult(prefix, "trimmed", first.errors_before, first.errors_after, _millis(started))
     return VerifyResult("", "rejected", first.errors_before, first.errors_after, _millis(started))
 
 
@@ -129,13 +130,16 @@ class _Probe:
         self.base_tree = _reparse(slot, self.base) if reuse else slot.parser.parse(self.base)
         self.start_point = _point(self.base, self.at)
         self.python = language == "python"
+        self._compiles_before: dict[tuple[int, int], bool] = {}  # Python's verdict on base[lo:hi]
 
     def cursor_in_error(self) -> bool:
         """True if an error node of the base tree strictly spans the cursor."""
         return any(node.start_byte < self.at < node.end_byte
                    for node in error_nodes(self.base_tree.root_node, self.at, self.at))
 
-    def check(self, inserted: str) -> _Verdict:
+    def check(self, inserted: str, count_all: bool = True) -> _Verdict:
+        """Errors the insertion adds. count_all=False (trimming) skips Python's compiler once tree-sitter
+        has already found an added error: the verdict is the same, errors_after may be one short."""
         ins = _encode(inserted)
         at, n = self.at, len(ins)
         new = self.base[:at] + ins + self.base[at:]
@@ -152,9 +156,10 @@ class _Probe:
         new_errors = [_error_key(node) for node in error_nodes(tree.root_node, lo, hi)]
         verdict = _Verdict(len(old_errors), len(new_errors), _added_errors(old_errors, new_errors, at, n))
 
-        if self.python:
+        if self.python and (count_all or verdict.ok):
             lo, hi = self._python_region(tree, at, n, new)
-            compiled_before = python_compiles(self.base[lo:hi - n])
+            if (compiled_before := self._compiles_before.get((lo, hi - n))) is None:
+                compiled_before = self._compiles_before[lo, hi - n] = python_compiles(self.base[lo:hi - n])
             compiled_after = python_compiles(new[lo:hi])
             # Python's verdict only says something new where the region compiled without the insertion
             verdict = _Verdict(verdict.errors_before + (not compiled_before),
@@ -295,23 +300,51 @@ def _local_window(head: str, tail: str) -> tuple[str, str]:
     return head[starts[-1] if starts else 0:], tail[:end.start() + 1 if end else len(tail)]
 
 
-def _trim_candidates(inserted: str) -> list[str]:
-    """Prefixes to try, best first: ending at a line end (with, then without, its newline), longest first;
+def _trim(probe: _Probe, inserted: str) -> str | None:
+    """The longest candidate prefix that passes the probe, or None, in a bounded number of probes.
+
+    Candidates, best first: prefixes ending at a line end (with, then without, its newline), longest first;
     then, for the first line only, prefixes ending at token boundaries, longest first. Whitespace-only
-    prefixes are never offered."""
-    cuts = []
+    prefixes are never offered. Each of the two groups is searched the same way: its TRIM_SCAN longest are
+    probed in turn, then the rest are bisected by length as if passing were monotone (an error, once in,
+    stays: junk after a good start). It is not always (a prefix stopping inside an unclosed bracket fails
+    where a longer one passes), so the answer may be shorter than the longest passing prefix; but it has
+    always passed the probe itself. At most 2 * (TRIM_SCAN + log2(candidates) + 1) probes.
+    """
+    lines, tokens = _trim_candidates(inserted)
+    for group in (lines, tokens):
+        for prefix in group[:TRIM_SCAN]:
+            if probe.check(prefix, count_all=False).ok:
+                return prefix
+        rest = group[TRIM_SCAN:][::-1]  # shortest first
+        passed, failed = -1, len(rest)  # indices known to pass / fail
+        while failed - passed > 1:
+            mid = (passed + failed) // 2
+            if probe.check(rest[mid], count_all=False).ok:
+                passed = mid
+            else:
+                failed = mid
+        if passed >= 0:
+            return rest[passed]
+    return None
+
+
+def _trim_candidates(inserted: str) -> tuple[list[str], list[str]]:
+    """(line cuts, token cuts) of `inserted`, each longest first (see `_trim`)."""
+    line_cuts = []
     for match in reversed(list(re.finditer("\n", inserted))):
-        cuts += [match.end(), match.start()]
+        line_cuts += [match.end(), match.start()]
     first_line = inserted.split("\n", 1)[0]
     token_ends = [m.end() for m in _TOKEN.finditer(first_line) if not m.group().isspace()]
-    cuts += reversed(token_ends[-MAX_TOKEN_CUTS:])
-    seen, out = set(), []
-    for cut in cuts:
-        prefix = inserted[:cut]
-        if cut < len(inserted) and prefix.strip() and prefix not in seen:
-            seen.add(prefix)
-            out.append(prefix)
-    return out
+    token_cuts = list(reversed(token_ends[-MAX_TOKEN_CUTS:]))
+    seen, groups = set(), ([], [])
+    for cuts, out in zip((line_cuts, token_cuts), groups):
+        for cut in cuts:
+            prefix = inserted[:cut]
+            if cut < len(inserted) and prefix.strip() and prefix not in seen:
+                seen.add(prefix)
+                out.append(prefix)
+    return groups
 
 
 def _encode(text: str) -> bytes:
