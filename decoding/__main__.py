@@ -34,7 +34,8 @@ SETTING_HELP = {
     "block_size": "B, tokens per AR block (2, 4 or 8 in the paper; 1..16)",
     "mode": "static: one whole block per iteration; dynamic: the longest block prefix with mean AR entropy "
             "below --tau (a single token falls back to the DLM)",
-    "tau": "dynamic threshold on mean AR entropy per token, in nats (higher = more tokens per step)",
+    "tau": "dynamic threshold on mean AR entropy per token, in nats (higher = more tokens per step); "
+           "none = the AR's own codila_tau, else 0.5",
     "scope": "candidate blocks per iteration, nearest the frontier (paper: 10; larger risks early EOS)",
     "tokens_per_step": "method dlm: commit the k lowest-entropy masked positions per step (1 = Dream's own)",
     "confidence": "method dlm: commit every position whose top probability >= this; 'none' = use "

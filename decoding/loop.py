@@ -32,7 +32,7 @@ from decoding.commit import (
     lowest_entropy,
     static_commit,
 )
-from decoding.config import DecodeConfig
+from decoding.config import DEFAULT_TAU, DecodeConfig
 from decoding.executor import BlockExecutor, make_executor
 from decoding.marginals import Canvas, make_marginals_stage
 from decoding.models import ModelPair
@@ -80,6 +80,7 @@ class DecodeStats:
     ar_seconds: float = 0.0
     other_seconds: float = 0.0
     deadline_hit: bool = False
+    tau: float | None = None  # the dynamic threshold in force (resolve_tau); None unless codila dynamic
 
     def as_dict(self) -> dict:
         """JSON-ready. Adds tokens_per_iteration (mean committed per iteration) and nfe_per_token (DLM
@@ -254,9 +255,16 @@ def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
     if config.mode == "static":
         rule = static_commit
     else:
-        rule = partial(dynamic_commit, tau=config.tau)
+        rule = partial(dynamic_commit, tau=resolve_tau(config, models))
     executor = make_executor(models, config.ar_temperature, config.ar_top_p, config.seed, config.eos_min_prob)
     return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync)
+
+
+def resolve_tau(config: DecodeConfig, models: ModelPair) -> float:
+    """The dynamic threshold in force: the config's, else the AR's own `codila_tau`, else DEFAULT_TAU."""
+    if config.tau is not None:
+        return config.tau
+    return models.ar.tau if models.ar.tau is not None else DEFAULT_TAU
 
 
 def decode(
@@ -288,7 +296,8 @@ def decode(
     ids = torch.tensor([list(prefix_ids) + [mask_id] * N + list(suffix_ids)], dtype=torch.long, device=device)
     canvas = Canvas(ids, start=len(prefix_ids), length=N)  # ids: (1, L)
 
-    stats = DecodeStats()
+    dynamic = config.method != "dlm" and config.mode == "dynamic"
+    stats = DecodeStats(tau=resolve_tau(config, models) if dynamic else None)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     ar_device = models.ar.device
     ar_generator = generator if ar_device == device else torch.Generator(device=ar_device).manual_seed(config.seed)

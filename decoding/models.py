@@ -102,6 +102,12 @@ class ExecutorLM:
         """E_ar: (V_ar, H) input embedding matrix."""
         return self.model.get_input_embeddings().weight
 
+    @property
+    def tau(self) -> float | None:
+        """The dynamic threshold this AR's trainer chose (`codila_tau` in config.json; checked at load),
+        or None."""
+        return getattr(self.model.config, "codila_tau", None)
+
 
 @dataclass
 class ModelPair:
@@ -182,11 +188,14 @@ def load_ar(
         output_loading_info=True,
     )
     _check_loading(path, info)
+    tau = getattr(model.config, "codila_tau", None)
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 100):
+        raise ValueError(f"{path}/config.json: codila_tau must be a number of nats in (0, 100]; got {tau!r}")
     model.to(dev).eval()
     tokenizer = load_tokenizer(path, trust_remote_code)
     open_id, close_id = (_token_id(tokenizer, t, path) for t in boundary_tokens)
-    log.info("AR %s: %s, %s on %s, boundary ids %d/%d", path, type(model).__name__, model.dtype, dev,
-             open_id, close_id)
+    log.info("AR %s: %s, %s on %s, boundary ids %d/%d, dynamic threshold %s", path, type(model).__name__,
+             model.dtype, dev, open_id, close_id, f"{tau} nats" if tau is not None else "not set")
     return ExecutorLM(model, tokenizer, open_id, close_id)
 
 

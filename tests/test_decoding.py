@@ -1,7 +1,9 @@
 """The decode loop end to end on the tiny models: commit counts per method, the invariant, scope, EOS, budget,
 cancellation, determinism and the text API."""
 
+import json
 import math
+import shutil
 import time
 from contextlib import contextmanager
 
@@ -10,6 +12,8 @@ import torch
 
 import decoding
 from decoding import Cancelled, DecodeConfig, decode, infill
+from decoding.config import DEFAULT_TAU
+from decoding.models import load_ar
 
 PREFIX = [40, 41, 42, 43, 44]
 SUFFIX = [50, 51, 52]
@@ -57,6 +61,32 @@ def test_dynamic_threshold_sets_the_parallelism(tiny_models):
     # nothing is below tau = 0: every iteration is the k <= 1 fallback, one DLM token
     assert strict.stats.committed_per_iteration == [1] * 16
     assert strict.stats.ar_calls == 16
+
+
+def test_dynamic_without_tau_uses_the_ars_own_threshold(tiny_models, monkeypatch):
+    # entropy scales differ between models, so tau=None defers to the AR's codila_tau (config.json)
+    settings = dict(mode="dynamic", block_size=4, max_new_tokens=16, eos_casting=False)
+    assert tiny_models.ar.tau is None
+    unset, _ = run(tiny_models, **settings)
+    assert unset.stats.tau == DEFAULT_TAU and unset.stats.committed_per_iteration == [1] * 16
+    monkeypatch.setattr(tiny_models.ar.model.config, "codila_tau", 100.0, raising=False)
+    own, _ = run(tiny_models, **settings)
+    assert own.stats.tau == 100.0 and own.stats.committed_per_iteration == [4, 4, 4, 4]
+    explicit, _ = run(tiny_models, **settings, tau=0.0)  # an explicit tau wins over the model's
+    assert explicit.stats.tau == 0.0 and explicit.stats.committed_per_iteration == [1] * 16
+    static, _ = run(tiny_models, **{**settings, "mode": "static"})
+    assert static.stats.tau is None  # no threshold in force
+
+
+def test_a_bad_codila_tau_in_the_ar_config_is_refused_at_load(tiny_model_dirs, tmp_path):
+    ar = tmp_path / "ar"
+    shutil.copytree(tiny_model_dirs[1], ar)
+    config = json.loads((ar / "config.json").read_text())
+    (ar / "config.json").write_text(json.dumps({**config, "codila_tau": "high"}))
+    with pytest.raises(ValueError, match="codila_tau must be a number of nats"):
+        load_ar(ar, device="cpu")
+    (ar / "config.json").write_text(json.dumps({**config, "codila_tau": 5}))
+    assert load_ar(ar, device="cpu").tau == 5
 
 
 def test_dynamic_fallback_takes_the_dlm_token_at_the_dlm_most_confident_position(tiny_models):

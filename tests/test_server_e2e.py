@@ -161,7 +161,8 @@ async def test_bad_settings_are_refused_by_name_and_the_old_value_stays(client):
     # valid ones apply, explicit knobs override the preset, the latency budget reaches the decoder
     stats = await client.settle(preset="fast", blockSize=2, latencyBudgetMs=250)
     assert stats["decodeConfig"]["block_size"] == 2  # explicit, over fast's 8
-    assert stats["decodeConfig"]["tau"] == 1.0  # from the fast preset
+    assert stats["decodeConfig"]["mode"] == "dynamic"  # from the fast preset
+    assert stats["decodeConfig"]["tau"] is None  # no preset names one: the AR's own codila_tau applies
     assert stats["decodeConfig"]["deadline_ms"] == 250
     assert len(client.lsp.messages) == messages + 1  # nothing more to complain about
     stats = await client.settle(preset="balanced", blockSize=None, latencyBudgetMs=0)
