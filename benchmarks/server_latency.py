@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=None, help="maxNewTokens (default: the server's, 64)")
     p.add_argument("--context-tokens", type=int, default=None, help="contextTokens (default: the server's, 512)")
     p.add_argument("--syntax-check", default=None, help="off | trim | reject (default: the server's, trim)")
+    p.add_argument("--scope", type=int, default=None, help="candidate blocks per step (default: the server's)")
+    p.add_argument("--mode", default=None, help="static | dynamic (default: the preset's)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="server --threads (0 = torch's default)")
     # workload
@@ -91,7 +93,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {"dlmPath": args.dlm, "arPath": args.ar}
     for name, value in [("preset", args.preset), ("maxNewTokens", args.max_new_tokens),
                         ("contextTokens", args.context_tokens),
-                        ("syntaxCheck", args.syntax_check), ("device", args.device)]:
+                        ("syntaxCheck", args.syntax_check), ("device", args.device), ("scope", args.scope),
+                        ("mode", args.mode)]:
         if value is not None:
             settings[name] = value
     client = LanguageClient("server-latency", "1")

@@ -70,8 +70,8 @@ class ServerSettings:
     dtype:             "auto" (bfloat16 on CUDA, float32 on CPU) | "float32" | "bfloat16" | "float16".
     ar_backend:        "torch" | "vllm" (GPU only) for the AR executor.
     trust_remote_code: run Python code shipped with a model folder; off unless the user sets it.
-    method, block_size, mode, tau, kv_cache: DecodeConfig knobs; None = the preset's value.
-    scope, temperature, top_p: DecodeConfig knobs (not part of the presets).
+    method, block_size, mode, tau, scope, kv_cache: DecodeConfig knobs; None = the preset's value.
+    temperature, top_p: DecodeConfig knobs (not part of the presets).
     max_new_tokens:    length of the masked middle, 1..1024 tokens (a budget: unused positions become EOS).
     context_tokens:    tokens of text around the cursor the model sees: 3/4 before, 1/4 after the cursor.
     latency_budget_ms: DecodeConfig.deadline_ms; 0 = no budget.
@@ -93,7 +93,7 @@ class ServerSettings:
     block_size: int | None = None
     mode: str | None = None
     tau: float | None = None
-    scope: int = 10
+    scope: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 64
@@ -129,9 +129,9 @@ class ServerSettings:
         from decoding.config import preset
 
         knobs = dict(method=self.method, block_size=self.block_size, mode=self.mode, tau=self.tau,
-                     kv_cache=self.kv_cache)
+                     scope=self.scope, kv_cache=self.kv_cache)
         explicit = {name: value for name, value in knobs.items() if value is not None}
-        return preset(self.preset, **explicit, scope=self.scope, temperature=self.temperature, top_p=self.top_p,
+        return preset(self.preset, **explicit, temperature=self.temperature, top_p=self.top_p,
                       max_new_tokens=self.max_new_tokens,
                       deadline_ms=float(self.latency_budget_ms) if self.latency_budget_ms else None)
 
@@ -170,7 +170,7 @@ def merge(current: ServerSettings, section: Any) -> tuple[ServerSettings, list[s
     return current, problems
 
 
-_PRESET_KNOBS = ("method", "block_size", "mode", "tau", "kv_cache")
+_PRESET_KNOBS = ("method", "block_size", "mode", "tau", "scope", "kv_cache")
 
 
 def _plain(err: Exception, field: str) -> str:

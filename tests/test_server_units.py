@@ -44,6 +44,11 @@ def test_presets_fill_unset_knobs_and_explicit_knobs_win():
     assert ServerSettings(preset="fast").decode_config().block_size == 8
     assert ServerSettings(preset="fast", block_size=2).decode_config().block_size == 2
     assert ServerSettings(preset="accurate").decode_config().kv_cache == "none"
+    # the editor presets decode left to right (scope 1); accurate keeps the paper's any-order scope
+    assert ServerSettings().decode_config().scope == 1
+    assert ServerSettings(preset="accurate").decode_config().scope == 10
+    assert ServerSettings(scope=4).decode_config().scope == 4
+    assert ServerSettings().decode_config().tau is None  # no preset names a tau: the AR's own applies
     config = ServerSettings(latency_budget_ms=300, max_new_tokens=16, top_p=0.9).decode_config()
     assert (config.deadline_ms, config.max_new_tokens, config.top_p) == (300.0, 16, 0.9)
     assert ServerSettings().decode_config().deadline_ms is None  # 0 = no budget

@@ -264,7 +264,7 @@ H.settings_schema = {
   blockSize = { type = 'integer', min = 1, max = 16, nullable = true },
   mode = { type = 'string', enum = { 'static', 'dynamic' }, nullable = true },
   tau = { type = 'number', min = 0, max = 100, nullable = true },
-  scope = { type = 'integer', min = 1, max = 10000 },
+  scope = { type = 'integer', min = 1, max = 10000, nullable = true },
   temperature = { type = 'number', min = 0, max = 100 },
   topP = { type = 'number', min = 0.000001, max = 1 },
   maxNewTokens = { type = 'integer', min = 1, max = 1024 },
