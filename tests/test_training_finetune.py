@@ -71,6 +71,29 @@ def test_masks_are_whole_aligned_blocks_and_labels_are_minus_100_elsewhere(tmp_p
     assert seen_blocks == {5, 9, 13, 17}
 
 
+def test_frontier_masking_trains_the_block_a_left_to_right_decoder_meets(tmp_path):
+    # frontier_share 1: every row looks like scope-1 decoding in the editor: the blocks before the frontier
+    # are decided text, the frontier block and all after it masked, and only the frontier block is trained
+    config = _config(tmp_path, block_size=4, frontier_share=1.0)
+    ids = torch.arange(10, 40).reshape(1, 30)
+    start, length = 5, 16
+    frontiers = set()
+    for seed in range(40):
+        inputs, labels, blocks = mask_response(ids, [(start, length)], 4, 1, config, torch.Generator().manual_seed(seed))
+        assert len(blocks) == 1 and blocks[0][0] == 0
+        lo = blocks[0][1]
+        frontiers.add(lo)
+        masked = torch.zeros(30, dtype=torch.bool)
+        masked[lo:start + length] = True
+        assert torch.equal(inputs[0] == 1, masked)
+        assert torch.equal(labels[0][lo:lo + 4], ids[0][lo:lo + 4]) and int((labels[0] != -100).sum()) == 4
+    assert frontiers == {5, 9, 13, 17}
+    # the paper's schedule stays the default, and the share is checked
+    assert _config(tmp_path).frontier_share == 0.0
+    with pytest.raises(ValueError, match="frontier_share must be in"):
+        _config(tmp_path, frontier_share=1.5)
+
+
 def test_response_not_a_whole_number_of_blocks_is_refused(tmp_path):
     with pytest.raises(ValueError, match="multiple of the block size"):
         mask_response(torch.zeros(1, 20, dtype=torch.long), [(2, 6)], 4, 1, _config(tmp_path), torch.Generator())

@@ -71,6 +71,7 @@ class FinetuneConfig:
     t_max: float = 0.8
     eps: float = 1e-3
     commit_prob: float = 0.0
+    frontier_share: float = 0.0
     # data
     instruction_field: str = "instruction"
     response_field: str = "output"
@@ -109,6 +110,8 @@ class FinetuneConfig:
             raise ValueError(f"need 0 <= t_min <= t_max <= 1; got {self.t_min}, {self.t_max}")
         if not 0 <= self.eps < 1 or not 0 <= self.commit_prob < 1:
             raise ValueError("eps and commit_prob must be in [0, 1)")
+        if not 0 <= self.frontier_share <= 1:
+            raise ValueError(f"frontier_share must be in [0, 1]; got {self.frontier_share}")
         for name in ("max_length", "max_response", "budget", "max_middle", "batch_size", "grad_accum",
                      "max_steps", "val_every", "save_every"):
             if getattr(self, name) < 1:
@@ -258,25 +261,36 @@ def mask_response(ids: torch.Tensor, spans: list[tuple[int, int]], block_size: i
 
     ids: (N, L) clean tokens; spans: (start, length) of each row's response, length a multiple of B.
     Returns inputs (N, L) with masks, labels (N, L) = the true token inside masked blocks and -100
-    elsewhere, and the masked blocks as (row, first position). With `commit_prob` > 0, positions inside a
-    masked block stay visible (committed) with that probability, at least one per block staying masked.
+    elsewhere, and the trained blocks as (row, first position). With `commit_prob` > 0, positions inside a
+    trained block stay visible (committed) with that probability, at least one per block staying masked.
+    With `frontier_share` > 0, that share of rows is masked as left-to-right decoding meets them instead of
+    by the paper's schedule: every block from a random one on is masked, and only that first one is trained.
     """
     inputs, labels = ids.clone(), torch.full_like(ids, -100)
     blocks = []
     for row, (start, length) in enumerate(spans):
         if length % block_size:
             raise ValueError(f"response length {length} is not a multiple of the block size {block_size}")
-        chosen, _ = sample_block_mask(length // block_size, config.t_min, config.t_max, config.eps, gen)
+        n_blocks = length // block_size
+        if config.frontier_share > 0 and float(torch.rand((), generator=gen)) < config.frontier_share:
+            # as a left-to-right decoder (scope 1) meets the response: blocks before a random frontier are
+            # decided, the frontier block and everything after it masked; only the frontier block is trained
+            frontier = int(torch.randint(n_blocks, (), generator=gen))
+            chosen, trained = torch.arange(n_blocks) >= frontier, {frontier}
+        else:
+            chosen, _ = sample_block_mask(n_blocks, config.t_min, config.t_max, config.eps, gen)
+            trained = set(chosen.nonzero().flatten().tolist())
         for b in chosen.nonzero().flatten().tolist():
             lo = start + b * block_size
             hidden = torch.ones(block_size, dtype=torch.bool)
-            if config.commit_prob > 0:
+            if config.commit_prob > 0 and b in trained:
                 hidden = torch.rand(block_size, generator=gen) >= config.commit_prob
                 if not hidden.any():
                     hidden[torch.randint(block_size, (), generator=gen)] = True
             inputs[row, lo:lo + block_size][hidden] = mask_id
-            labels[row, lo:lo + block_size] = ids[row, lo:lo + block_size]
-            blocks.append((row, lo))
+            if b in trained:
+                labels[row, lo:lo + block_size] = ids[row, lo:lo + block_size]
+                blocks.append((row, lo))
     return inputs, labels, blocks
 
 
@@ -597,6 +611,9 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--eps", type=float, default=d["eps"].default, help="block mask probability p = (1 - eps) t + eps")
     p.add_argument("--commit-prob", type=float, default=d["commit_prob"].default,
                    help="share of positions inside a masked block left visible as committed tokens (0 = whole blocks masked, the paper)")
+    p.add_argument("--frontier-share", type=float, default=d["frontier_share"].default,
+                   help="share of samples masked as left-to-right decoding (scope 1) meets them: the blocks "
+                        "before a random frontier visible, it and all after it masked, only it trained (0 = the paper)")
     # data shape
     p.add_argument("--instruction-field", default=d["instruction_field"].default, help="JSONL field of the instruction")
     p.add_argument("--response-field", default=d["response_field"].default, help="JSONL field of the response")
