@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from benchmarks.execution import check_program, run_program
-from benchmarks.metrics import Sample, exact_match, program_syntax_ok
+from benchmarks.metrics import Sample, exact_match, program_syntax_ok, similarity
 from benchmarks.specs import DecoderSpec
 from benchmarks.tasks import Task
 
@@ -110,6 +110,7 @@ def _evaluate(models, task: Task, decoder: DecoderSpec, max_new_tokens: int, max
         latency_ms=latency_ms, tokens=stats.tokens, committed=sum(stats.committed_per_iteration),
         dlm_forwards=stats.dlm_forwards, ar_calls=stats.ar_calls, iterations=stats.iterations,
         max_new_tokens=max_new_tokens, deadline_hit=stats.deadline_hit,
+        similarity=similarity(middle, task.canonical_solution),
     )
 
 

@@ -22,6 +22,8 @@ Length (--length): "oracle" gives each task as many masked positions as its refe
 
 Metrics per decoder: syntax_ok (a non-empty middle, and prompt + middle + suffix parses: tree-sitter and, for
 Python, Python's own compiler), exact_match (middle == reference, trailing whitespace per line and trailing blank lines ignored),
+sim (mean similarity to the reference, 0..1, difflib's ratio), top (share of tasks answered with the decoder's
+most frequent middle: high = one answer everywhere, which syntax_ok can reward),
 pass_at_1 (share of tasks with tests whose tests pass, run for real in a restricted subprocess; null when no
 task has tests), nfe_per_token (DLM forward passes per committed position), tokens_per_second (generated
 tokens / total infill time), mean and p95 latency of one infill call in ms.
@@ -196,12 +198,13 @@ def _torch_threads() -> int:
 
 def format_table(report: dict) -> str:
     """The results as an aligned text table (percentages, ms)."""
-    header = ["decoder", "n", "syntax_ok", "exact", "pass@1", "empty", "NFE/tok", "tok/s", "mean ms", "p95 ms"]
+    header = ["decoder", "n", "syntax_ok", "exact", "sim", "top", "pass@1", "empty", "NFE/tok", "tok/s", "mean ms",
+              "p95 ms"]
     rows = [header]
     for r in report["results"]:
         rows.append([
-            r["decoder"], str(r["n"]), _pct(r["syntax_ok"]), _pct(r["exact_match"]),
-            _pct(r["pass_at_1"]) + (f" ({r['n_tested']})" if r["pass_at_1"] is not None else ""), _pct(r["empty"]),
+            r["decoder"], str(r["n"]), _pct(r["syntax_ok"]), _pct(r["exact_match"]), _num(r["similarity"], 3),
+            _pct(r["top_middle_share"]), _pct(r["pass_at_1"]) + (f" ({r['n_tested']})" if r["pass_at_1"] is not None else ""), _pct(r["empty"]),
             _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1), _num(r["mean_latency_ms"], 0),
             _num(r["p95_latency_ms"], 0),
         ])

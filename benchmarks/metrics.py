@@ -3,15 +3,21 @@
 Per task: syntax_ok (the middle is not empty and the whole program prompt + middle + suffix parses:
 tree-sitter, plus Python's own compiler for Python; an empty middle would pass, as removing a whole statement
 usually leaves valid code), exact_match (the middle equals the reference line by line, trailing whitespace and
-trailing blank lines ignored), passed (the task's tests pass; None without tests).
-Per decoder, over its tasks: the share of syntax_ok / exact_match, pass@1 over the tasks that have tests,
-DLM forward passes per committed token, generated tokens per second of decoding, mean and 95th-percentile
-latency of one infill call.
+trailing blank lines ignored), similarity (how close the middle is to the reference, 0..1: difflib's ratio
+of the two after the same normalisation; partial credit where exact match gives none), passed (the task's
+tests pass; None without tests).
+Per decoder, over its tasks: the share of syntax_ok / exact_match, mean similarity, top_middle_share (the
+share of tasks answered with the decoder's single most frequent non-empty middle: a decoder that writes
+`return None` everywhere scores high syntax_ok and high top_middle_share; different tasks rarely share a
+right answer), pass@1 over the tasks that have tests, DLM forward passes per committed token, generated
+tokens per second of decoding, mean and 95th-percentile latency of one infill call.
 """
 
 from __future__ import annotations
 
+import difflib
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy
@@ -42,6 +48,7 @@ class Sample:
     iterations: int
     max_new_tokens: int
     deadline_hit: bool
+    similarity: float = 0.0
 
 
 def normalize(text: str) -> list[str]:
@@ -51,6 +58,13 @@ def normalize(text: str) -> list[str]:
 
 def exact_match(middle: str, reference: str) -> bool:
     return normalize(middle) == normalize(reference)
+
+
+def similarity(middle: str, reference: str) -> float:
+    """0..1, 1 for an exact match: difflib's ratio of the normalised middle and reference (leading
+    whitespace of the whole middle ignored too, as the cursor may sit before or after the indentation)."""
+    a, b = "\n".join(normalize(middle)).lstrip(), "\n".join(normalize(reference)).lstrip()
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() if a or b else 1.0
 
 
 def program_syntax_ok(prompt: str, middle: str, suffix: str, language: str) -> bool:
@@ -79,6 +93,8 @@ def summarize(decoder: str, samples: list[Sample]) -> dict:
         "n": n,
         "syntax_ok": _share(s.syntax_ok for s in mine),
         "exact_match": _share(s.exact_match for s in mine),
+        "similarity": statistics.fmean(s.similarity for s in mine) if mine else None,
+        "top_middle_share": _top_share([s.middle for s in mine]),
         "pass_at_1": _share(s.passed for s in tested) if tested else None,
         "n_tested": len(tested),
         "nfe_per_token": sum(s.dlm_forwards for s in mine) / committed if committed else None,
@@ -89,6 +105,15 @@ def summarize(decoder: str, samples: list[Sample]) -> dict:
         "deadline_hit_rate": _share(s.deadline_hit for s in mine),
         "empty": _share(not s.middle.strip() for s in mine),
     }
+
+
+def _top_share(middles: list[str]) -> float | None:
+    """Share of `middles` equal (normalised) to the most frequent non-empty one; None for no middles."""
+    if not middles:
+        return None
+    counts = Counter("\n".join(normalize(m)).strip() for m in middles)
+    counts.pop("", None)
+    return max(counts.values()) / len(middles) if counts else 0.0
 
 
 def _share(flags) -> float | None:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks.harness import Length, context_limits
-from benchmarks.metrics import Sample, exact_match, percentile, program_syntax_ok, summarize
+from benchmarks.metrics import Sample, exact_match, percentile, program_syntax_ok, similarity, summarize
 from benchmarks.plot import pareto_front, pareto_plot
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
@@ -169,6 +169,25 @@ def test_summary_aggregates_over_tasks_not_means_of_ratios():
     assert row["empty"] == 1.0  # every middle above is ""
     assert summarize("d", [_sample(middle="x = 1"), _sample(middle=" ")])["empty"] == 0.5
     assert summarize("d", [_sample()])["pass_at_1"] is None  # no tests anywhere: null, not 0
+
+
+def test_similarity_gives_partial_credit_and_ignores_layout_noise():
+    assert similarity("return None\n", "    return None") == 1.0  # indentation before, blank line after
+    assert similarity("x = foo(a, b)", "x = foo(a, c)") == pytest.approx(12 / 13)
+    assert similarity("", "x = 1") == 0.0
+    assert similarity("", "") == 1.0
+    assert 0 < similarity("return None", "op2 = _WorkRep(other)") < 0.3
+
+
+def test_top_middle_share_flags_one_answer_everywhere():
+    # the default model's failure: a generic statement that parses anywhere, written for every task
+    collapsed = [_sample(task_id=f"t{i}", middle="return None\n" if i < 3 else f"y = {i}") for i in range(4)]
+    row = summarize("d", collapsed)
+    assert row["top_middle_share"] == 0.75
+    varied = [_sample(task_id=f"t{i}", middle=f"y = {i}") for i in range(4)]
+    assert summarize("d", varied)["top_middle_share"] == 0.25
+    assert summarize("d", [_sample(middle=""), _sample(middle=" ")])["top_middle_share"] == 0.0  # empty is not an answer
+    assert summarize("d", [_sample(similarity=0.5), _sample(similarity=1.0)])["similarity"] == 0.75
 
 
 # --- length and context --------------------------------------------------------------------------------
