@@ -255,7 +255,7 @@ def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
     if config.mode == "static":
         rule = static_commit
     else:
-        rule = partial(dynamic_commit, tau=resolve_tau(config, models))
+        rule = partial(dynamic_commit, tau=stats.tau)
     executor = make_executor(models, config.ar_temperature, config.ar_top_p, config.seed, config.eos_min_prob)
     return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync)
 
@@ -297,7 +297,7 @@ def decode(
     canvas = Canvas(ids, start=len(prefix_ids), length=N)  # ids: (1, L)
 
     dynamic = config.method != "dlm" and config.mode == "dynamic"
-    stats = DecodeStats(tau=resolve_tau(config, models) if dynamic else None)
+    stats = DecodeStats(tau=resolve_tau(config, models) if dynamic else None)  # the strategy reads it
     generator = torch.Generator(device=device).manual_seed(config.seed)
     ar_device = models.ar.device
     ar_generator = generator if ar_device == device else torch.Generator(device=ar_device).manual_seed(config.seed)
