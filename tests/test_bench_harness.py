@@ -101,7 +101,10 @@ def test_ctrl_c_reports_and_writes_what_finished(tmp_path, tiny_model_dirs):
     out = tmp_path / "partial.json"
     command, kw = _harness(["--tasks", str(_task_file(tmp_path, many)), "--dlm", str(dlm), "--ar", str(ar),
                             "--decoder", "dlm:k=1", "--length", "fixed:8", "--json", str(out)])
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    # SIGINT at its default in the child: a test run started as a background job (bash without job control)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
     try:
         seen = ""
         deadline = time.monotonic() + 300
