@@ -60,10 +60,15 @@ def exact_match(middle: str, reference: str) -> bool:
     return normalize(middle) == normalize(reference)
 
 
+def _normalized(text: str) -> str:
+    """`normalize` as one string, without leading whitespace (the cursor may sit before or after the
+    indentation)."""
+    return "\n".join(normalize(text)).lstrip()
+
+
 def similarity(middle: str, reference: str) -> float:
-    """0..1, 1 for an exact match: difflib's ratio of the normalised middle and reference (leading
-    whitespace of the whole middle ignored too, as the cursor may sit before or after the indentation)."""
-    a, b = "\n".join(normalize(middle)).lstrip(), "\n".join(normalize(reference)).lstrip()
+    """0..1, 1 for an exact match: difflib's ratio of the `_normalized` middle and reference."""
+    a, b = _normalized(middle), _normalized(reference)
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() if a or b else 1.0
 
 
@@ -111,7 +116,7 @@ def _top_share(middles: list[str]) -> float | None:
     """Share of `middles` equal (normalised) to the most frequent non-empty one; None for no middles."""
     if not middles:
         return None
-    counts = Counter("\n".join(normalize(m)).strip() for m in middles)
+    counts = Counter(_normalized(m) for m in middles)
     counts.pop("", None)
     return max(counts.values()) / len(middles) if counts else 0.0
 
