@@ -1,7 +1,12 @@
 """Cut the public infilling task set from the held-out standard-library files (never from training files).
 
     python -m benchmarks.make_tasks                    # rewrites benchmarks/data/*.jsonl and MANIFEST.json
+    python -m benchmarks.make_tasks --split dev        # rewrites benchmarks/data/dev/ (the tuning set)
     python -m benchmarks.make_tasks --out /tmp/tasks --seed 1 --single 20 --multi 10
+
+`--split dev` cuts a tuning set from the training files that no stage trains on (pretraining validates on
+them, the fine-tune skips them): choose settings such as tau there, report on the held-out set. It has no
+tasks with tests (the curated functions all live in held-out files).
 
 Tasks are HumanEval-Infilling JSON lines. A gap lies inside a function body:
   - single-line: one simple statement that fills its line (assignment, return value, call, raise, ...);
@@ -147,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.make_tasks", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--out", type=Path, default=DATA_DIR, help=f"output folder (default {DATA_DIR})")
+    parser.add_argument("--split", choices=("heldout", "dev"), default="heldout",
+                        help="files to cut from: the held-out benchmark files, or the dev files for tuning")
+    parser.add_argument("--out", type=Path, help=f"output folder (default {DATA_DIR}, or its dev/ for --split dev)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--single", type=int, default=90, help="single-line tasks (default 90)")
     parser.add_argument("--multi", type=int, default=60, help="multi-line tasks (default 60)")
@@ -156,22 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.executable_share <= 1 or args.single < 0 or args.multi < 0:
         parser.error("counts must be >= 0 and --executable-share in [0, 1]")
-    sets = build_task_sets(args.seed, args.single, args.multi, args.executable_share)
-    write_task_sets(sets, args.out, args.seed)
+    out = args.out or (DATA_DIR / "dev" if args.split == "dev" else DATA_DIR)
+    sets = build_task_sets(args.seed, args.single, args.multi, args.executable_share, split=args.split)
+    write_task_sets(sets, out, args.seed, args.split)
     for name, tasks in sets.items():
         tested = sum("test" in t for t in tasks)
-        print(f"{args.out / (name + '.jsonl')}: {len(tasks)} tasks, {tested} with tests")
+        print(f"{out / (name + '.jsonl')}: {len(tasks)} tasks, {tested} with tests")
     return 0
 
 
 def build_task_sets(seed: int, n_single: int, n_multi: int, executable_share: float,
-                    validate: bool = True) -> dict[str, list[dict]]:
+                    validate: bool = True, split: str = "heldout") -> dict[str, list[dict]]:
     """{"stdlib-single-line": [...], "stdlib-multi-line": [...]}: task dicts, deterministic in `seed`.
 
     validate=False skips running the executable tasks' tests (faster; for checks of determinism only).
+    split: "heldout" (the public set) or "dev" (the tuning set: names "stdlib-dev-...", no tests).
     """
     rng = random.Random(seed)
-    definitions = list(heldout_definitions())
+    definitions = list(definitions_in(split))
     executable_names = {(rel, name) for rel, funcs in EXECUTABLE.items() for name in funcs}
     sets = {}
     for kind, count in (("single-line", n_single), ("multi-line", n_multi)):
@@ -180,7 +189,8 @@ def build_task_sets(seed: int, n_single: int, n_multi: int, executable_share: fl
         plain_pool = [(d, g) for d in definitions if (d.rel, d.qualname) not in executable_names
                       for g in gaps(d, kind)]
         plain = [_plain_task(d, g) for d, g in _spread(plain_pool, count - len(tested), rng)]
-        sets[f"stdlib-{kind}"] = mixed_order(tested + [t for t in plain if t is not None], seed)
+        name = f"stdlib-dev-{kind}" if split == "dev" else f"stdlib-{kind}"
+        sets[name] = mixed_order(tested + [t for t in plain if t is not None], seed)
     return sets
 
 
@@ -191,10 +201,12 @@ def mixed_order(tasks: list[dict], seed: int) -> list[dict]:
     return ordered
 
 
-def heldout_definitions():
-    """Every function directly in a module or in a top-level class of the held-out stdlib files."""
+def definitions_in(split: str = "heldout"):
+    """Every function directly in a module or in a top-level class of the stdlib files of `split`."""
+    if split not in ("heldout", "dev"):
+        raise ValueError(f"tasks are cut from the heldout or dev files, not {split!r}")
     root = stdlib_root()
-    for path in stdlib_files("heldout"):
+    for path in stdlib_files(split):
         rel = path.relative_to(root).as_posix()
         source = path.read_text(encoding="utf-8")
         lines = source.splitlines(keepends=True)
@@ -466,7 +478,7 @@ def _compiles(source: str) -> bool:
     return True
 
 
-def write_task_sets(sets: dict[str, list[dict]], out: Path, seed: int) -> None:
+def write_task_sets(sets: dict[str, list[dict]], out: Path, seed: int, split: str = "heldout") -> None:
     """One .jsonl per set plus MANIFEST.json (Python version, seed, source file hashes)."""
     out.mkdir(parents=True, exist_ok=True)
     for name, tasks in sets.items():
@@ -476,13 +488,16 @@ def write_task_sets(sets: dict[str, list[dict]], out: Path, seed: int) -> None:
     root = stdlib_root()
     sources = sorted({t["source"].split(":")[0] for tasks in sets.values() for t in tasks})
     manifest = {
-        "generator": "python -m benchmarks.make_tasks",
+        "generator": "python -m benchmarks.make_tasks" + (" --split dev" if split == "dev" else ""),
+        "split": split,
         "python": sys.version.split()[0],
         "seed": seed,
         "sets": {name: {"tasks": len(tasks), "with_tests": sum("test" in t for t in tasks)}
                  for name, tasks in sets.items()},
         "sources": {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in sources},
     }
+    if split == "dev":  # the split hashes absolute paths (training.data.split_validation): record it
+        manifest["dev_files"] = [p.relative_to(root).as_posix() for p in stdlib_files("dev")]
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/make_tasks.py: the public task set is deterministic and cut from held-out files only."""
+"""benchmarks/make_tasks.py: the public task set is deterministic and cut from held-out files only; the
+tuning (dev) set only from the training files no stage trains on."""
 
 import json
 import sys
@@ -12,6 +13,7 @@ from training.corpus import is_heldout, stdlib_files, stdlib_root
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 SETS = ("stdlib-single-line", "stdlib-multi-line")
+DEV_SETS = ("stdlib-dev-single-line", "stdlib-dev-multi-line")
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,8 @@ def small_sets():
 
 
 def _committed(name: str) -> list[dict]:
-    return [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+    folder = DATA / "dev" if name in DEV_SETS else DATA
+    return [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
 
 
 def test_generation_is_deterministic_and_seeded(small_sets):
@@ -102,3 +105,39 @@ def test_committed_executable_tasks_check_their_gap():
 
         assert passes(task["canonical_solution"]), task["task_id"]
         assert not passes("pass"), task["task_id"]
+
+
+def test_dev_generator_reads_only_dev_files(monkeypatch):
+    splits = []
+
+    def spy(split="train", root=None):
+        splits.append(split)
+        return stdlib_files(split, root)
+
+    monkeypatch.setattr(make_tasks, "stdlib_files", spy)
+    sets = make_tasks.build_task_sets(seed=3, n_single=5, n_multi=3, executable_share=0.3, validate=False, split="dev")
+    assert splits and set(splits) == {"dev"}
+    assert set(sets) == set(DEV_SETS) and [len(sets[n]) for n in DEV_SETS] == [5, 3]
+
+
+def test_dev_files_are_training_files_that_the_finetune_does_not_read():
+    dev, train = set(stdlib_files("dev")), set(stdlib_files("train"))
+    assert dev and dev < train and not dev & set(stdlib_files("heldout"))
+
+
+def test_committed_dev_set_is_what_the_generator_makes_from_dev_files():
+    manifest = json.loads((DATA / "dev" / "MANIFEST.json").read_text())
+    assert manifest["split"] == "dev"
+    if manifest["python"] != sys.version.split()[0]:
+        pytest.skip(f"dev set made with Python {manifest['python']}; the stdlib here differs")
+    dev = {p.relative_to(stdlib_root()).as_posix() for p in stdlib_files("dev")}
+    if dev != set(manifest["dev_files"]):
+        pytest.skip("the validation split hashes absolute paths; this stdlib lives elsewhere than the set's")
+    counts = {name: manifest["sets"][name]["tasks"] for name in DEV_SETS}
+    sets = make_tasks.build_task_sets(seed=manifest["seed"], n_single=counts["stdlib-dev-single-line"],
+                                      n_multi=counts["stdlib-dev-multi-line"], executable_share=0.3,
+                                      validate=False, split="dev")
+    for name in DEV_SETS:
+        committed = _committed(name)
+        assert committed == sets[name]
+        assert all(t["source"].split(":")[0] in dev and "test" not in t for t in committed)

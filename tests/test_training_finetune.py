@@ -8,8 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from decoding.models import dlm_logits, load_ar
+import training.finetune
+from decoding.models import dlm_logits, load_ar, load_tokenizer
 from decoding.soft import align_probs, block_inputs
+from training.corpus import stdlib_files
 from training.data import Example, pad_response
 from training.finetune import (Dataset, FinetuneConfig, ar_block_batch, finetune, mask_response, parse_args,
                                sample_block_mask)
@@ -126,7 +128,6 @@ def test_ar_input_is_block_inputs_of_the_dlm_marginals(tiny_models, tmp_path):
 
 def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_dirs, tmp_path):
     _write_data(tmp_path, n=3)
-    from decoding.models import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dirs[0])
     data = Dataset(_config(tmp_path, block_size=4, val_samples=1), tok)
@@ -142,10 +143,16 @@ def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_d
         assert ex.ids[ex.start + ex.length - 1] == tok.eos_token_id
 
 
+def test_stdlib_data_is_the_training_split_less_the_dev_files(tiny_model_dirs, tmp_path, monkeypatch):
+    read = []
+    monkeypatch.setattr(training.finetune, "read_text", lambda path: read.append(path) or "x = 1\n")
+    Dataset(dataclasses.replace(_config(tmp_path), data=("stdlib",)), load_tokenizer(tiny_model_dirs[0]))
+    dev = set(stdlib_files("dev"))
+    assert dev and set(read) == set(stdlib_files("train")) - dev
+
+
 def test_validation_takes_at_most_a_tenth_of_a_small_dataset(tiny_model_dirs, tmp_path):
     _write_data(tmp_path, n=29)  # 30 records
-    from decoding.models import load_tokenizer
-
     data = Dataset(_config(tmp_path, val_samples=500), load_tokenizer(tiny_model_dirs[0]))
     assert (len(data.train), len(data.val)) == (27, 3)
 

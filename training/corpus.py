@@ -11,6 +11,8 @@ import hashlib
 import sysconfig
 from pathlib import Path
 
+from training.data import split_validation
+
 # Folders of the stdlib that are tests, vendored copies or tool GUIs rather than library code.
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "idlelib", "lib2to3", "ensurepip", "site-packages",
                            "__pycache__", "turtledemo", "tkinter", "pydoc_data"})
@@ -28,9 +30,16 @@ def is_heldout(relpath: str) -> bool:
 
 
 def stdlib_files(split: str = "train", root: Path | None = None) -> list[Path]:
-    """Library .py files of the stdlib, sorted. split: "train", "heldout" or "all"."""
+    """Library .py files of the stdlib, sorted. split: "train", "heldout", "all" or "dev".
+
+    "dev" is the part of "train" that pretraining keeps for validation (`training.data.split_validation`)
+    and the fine-tune does not read either: tuning tasks are cut from it, so settings are chosen on code
+    no model trained on and reported on the held-out set.
+    """
+    if split == "dev":
+        return split_validation(stdlib_files("train", root))[1]
     if split not in ("train", "heldout", "all"):
-        raise ValueError(f"split must be train, heldout or all; got {split!r}")
+        raise ValueError(f"split must be train, heldout, all or dev; got {split!r}")
     root = root or stdlib_root()
     out = []
     for path in sorted(root.rglob("*.py")):

@@ -18,7 +18,8 @@ Data (`--data`, repeatable):
   template when it has one; the loss is on the response only;
 - a folder (or a single source file): spans of the files become the response (the editor's infill shape:
   prefix + middle + EOS padding up to `--budget` + suffix), the rest of the file is context;
-- the word `stdlib`: the training split of the Python standard library (held-out files are never read).
+- the word `stdlib`: the training split of the Python standard library, less the "dev" files pretraining
+  validates on (held-out files are never read).
 
 `--output` becomes a complete HF model folder (config, model.safetensors, tokenizer) holding the best
 checkpoint, loadable by decoding.models.load_ar. Resumable state lives in `--output`/checkpoints/ (written
@@ -185,7 +186,9 @@ class Dataset:
     # -- reading
     def _records(self, path: str) -> list[list[Item]]:
         if path == "stdlib":
-            return [self._source_items(read_text(p)) for p in stdlib_files("train")]
+            # not the "dev" files: pretraining validates on them and tuning tasks are cut from them
+            dev = set(stdlib_files("dev"))
+            return [self._source_items(read_text(p)) for p in stdlib_files("train") if p not in dev]
         p = Path(path).expanduser()
         if not p.exists():
             raise ValueError(f"--data {path}: no such file or folder")
