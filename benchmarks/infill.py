@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = _tasks(args.tasks, args.limit)
         if args.plot is not None:
             import matplotlib  # noqa: F401  (fail now, not after an hour of decoding)
-        models, max_context = _models(args)
+        models, max_context = load_models_for(args)
         log.info("%d tasks x %d decoders, length %s, context %d tokens", len(tasks), len(decoders), length,
                  max_context)
         from tqdm import tqdm
@@ -167,7 +167,8 @@ def _tasks(files: list[str], limit: int | None):
     return [task for file in files for task in load_tasks([file])[:limit]] if limit else load_tasks(files)
 
 
-def _models(args: argparse.Namespace):
+def load_models_for(args: argparse.Namespace):
+    """(models, max_context) from the model options and --threads / --max-context of a benchmark command."""
     import torch
     import transformers
 
@@ -216,14 +217,14 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict, indent: int = 1) -> None:
     """Write JSON to a temporary file beside `path`, then rename it over `path` (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
+            json.dump(data, f, indent=indent)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -167,6 +167,12 @@ def load_dlm(
     return DiffusionLM(model, tokenizer, mask_id, eos_id, logit_shift)
 
 
+def check_codila_tau(tau: object, where: str) -> None:
+    """Raise ValueError (naming `where`) unless tau is a usable dynamic threshold: a number of nats in (0, 100]."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 100:
+        raise ValueError(f"{where} must be a number of nats in (0, 100]; got {tau!r}")
+
+
 def load_ar(
     path: str | Path,
     device: str = "auto",
@@ -189,8 +195,8 @@ def load_ar(
     )
     _check_loading(path, info)
     tau = getattr(model.config, "codila_tau", None)
-    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 100):
-        raise ValueError(f"{path}/config.json: codila_tau must be a number of nats in (0, 100]; got {tau!r}")
+    if tau is not None:
+        check_codila_tau(tau, f"{path}/config.json: codila_tau")
     model.to(dev).eval()
     tokenizer = load_tokenizer(path, trust_remote_code)
     open_id, close_id = (_token_id(tokenizer, t, path) for t in boundary_tokens)

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from decoding.config import DEFAULT_TAU
 from decoding.models import ModelPair, dlm_logits, load_models
 from decoding.soft import align_probs, block_inputs
 from training.corpus import stdlib_files
@@ -455,6 +456,11 @@ class Trainer:
             if self.step % cfg.val_every and self.step != cfg.max_steps:
                 self._validate_and_keep()
             self._save_checkpoint()
+            tau = self.pair.ar.tau
+            log.info("dynamic threshold: %s; a sharper executor wants its own, chosen on the tuning set with "
+                     "python -m benchmarks.tune_tau --dlm %s --ar %s --taus T1,T2,... --write",
+                     f"codila_tau {tau} kept from --ar" if tau is not None else f"none set (decoders use {DEFAULT_TAU})",
+                     cfg.dlm, self.out)
         if bar is not None:
             bar.close()
         if self.world > 1:
@@ -605,7 +611,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--ar", required=True, help="local folder of the AR executor to start from (Qwen3 layout)")
     p.add_argument("--data", action="append", required=True,
                    help="repeatable: a .jsonl of instruction-response pairs, a folder or file of source code, "
-                        "or 'stdlib' (the training split of the Python standard library)")
+                        "or 'stdlib' (the training split of the Python standard library, less its dev files)")
     p.add_argument("--output", required=True, help="folder for the best AR (HF folder), checkpoints/ and metrics.jsonl")
     p.add_argument("--block-size", type=int, default=4, help="B, tokens per AR block (paper: 2, 4 or 8)")
     # masking schedule
