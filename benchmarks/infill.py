@@ -91,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-    for noisy in ("transformers", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     started = time.time()
     try:
         length = Length.parse(args.length)
@@ -165,6 +163,13 @@ def _tasks(files: list[str], limit: int | None):
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1; got {limit}")
     return [task for file in files for task in load_tasks([file])[:limit]] if limit else load_tasks(files)
+
+
+def setup_logging() -> None:
+    """Progress messages of a benchmark command on stderr, without the libraries' chatter."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    for noisy in ("transformers", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def load_models_for(args: argparse.Namespace):

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.harness import Length, run_benchmark
-from benchmarks.infill import format_table, load_models_for, write_json_atomic
+from benchmarks.infill import format_table, load_models_for, setup_logging, write_json_atomic
 from benchmarks.metrics import summarize
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
@@ -101,9 +101,7 @@ def write_tau(ar_folder: Path, tau: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-    for noisy in ("transformers", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     try:
         taus = parse_taus(args.taus)
         if args.limit < 1 or args.tolerance < 0 or args.max_nfe <= 0:

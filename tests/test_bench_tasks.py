@@ -33,7 +33,8 @@ def test_generation_is_deterministic_and_seeded(small_sets):
     assert other != small_sets
 
 
-def test_generator_reads_only_heldout_files(monkeypatch):
+def _splits_read(monkeypatch, **kw) -> tuple[set[str], dict]:
+    """The stdlib splits build_task_sets(seed=3, **kw) reads, and the sets it builds."""
     splits = []
 
     def spy(split="train", root=None):
@@ -41,8 +42,14 @@ def test_generator_reads_only_heldout_files(monkeypatch):
         return stdlib_files(split, root)
 
     monkeypatch.setattr(make_tasks, "stdlib_files", spy)
-    sets = make_tasks.build_task_sets(seed=3, n_single=5, n_multi=3, executable_share=0.0, validate=False)
-    assert splits and set(splits) == {"heldout"}
+    sets = make_tasks.build_task_sets(seed=3, n_single=5, n_multi=3, validate=False, **kw)
+    assert splits
+    return set(splits), sets
+
+
+def test_generator_reads_only_heldout_files(monkeypatch):
+    splits, sets = _splits_read(monkeypatch, executable_share=0.0)
+    assert splits == {"heldout"}
     assert sum(map(len, sets.values())) == 8
 
 
@@ -108,15 +115,8 @@ def test_committed_executable_tasks_check_their_gap():
 
 
 def test_dev_generator_reads_only_dev_files(monkeypatch):
-    splits = []
-
-    def spy(split="train", root=None):
-        splits.append(split)
-        return stdlib_files(split, root)
-
-    monkeypatch.setattr(make_tasks, "stdlib_files", spy)
-    sets = make_tasks.build_task_sets(seed=3, n_single=5, n_multi=3, executable_share=0.3, validate=False, split="dev")
-    assert splits and set(splits) == {"dev"}
+    splits, sets = _splits_read(monkeypatch, executable_share=0.3, split="dev")
+    assert splits == {"dev"}
     assert set(sets) == set(DEV_SETS) and [len(sets[n]) for n in DEV_SETS] == [5, 3]
 
 
