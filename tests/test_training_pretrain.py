@@ -125,3 +125,47 @@ def test_report_averages_training_loss_per_window(tmp_path):
     assert table[2:] == ["| 3 | 2.0000 |", "| 6 | 5.0000 |"]  # means of 1,2,3 and 4,5,6
     with pytest.raises(ValueError, match="metrics.jsonl"):
         loss_table([tmp_path / "missing"], every=3)
+
+
+def test_evaluation_scores_only_masked_positions_with_the_same_masks_for_every_model(tiny_model_dirs, corpus_dir,
+                                                                                     monkeypatch):
+    import math
+
+    import training.evaluate as ev
+
+    dlm = load_dlm(tiny_model_dirs[0], device="cpu", dtype="float32")
+    windows = ev.validation_windows(dlm, str(corpus_dir), 16)
+    vocab = dlm.model.config.vocab_size
+
+    def oracle(_, ids):  # certain of the true token everywhere
+        return torch.zeros(*ids.shape, vocab).scatter(-1, windows.unsqueeze(-1), 50.0)
+
+    def right_where_visible(_, ids):  # certain of the truth where it is visible, of a wrong token under masks
+        wrong = torch.where(ids == dlm.mask_id, (windows + 1) % vocab, windows)
+        return torch.zeros(*ids.shape, vocab).scatter(-1, wrong.unsqueeze(-1), 50.0)
+
+    first = ev.masked_scores(dlm, windows, 0.5, seed=3, batch=len(windows))
+    monkeypatch.setattr(ev, "dlm_logits", lambda d, ids: torch.zeros(*ids.shape, vocab))  # uniform
+    uniform = ev.masked_scores(dlm, windows, 0.5, seed=3, batch=len(windows))
+    assert uniform["n"] == first["n"] and 0 < first["n"] < windows.numel()  # same masks, about half the tokens
+    assert uniform["ce"] == pytest.approx(math.log(vocab), rel=1e-5)
+    monkeypatch.setattr(ev, "dlm_logits", oracle)
+    right = ev.masked_scores(dlm, windows, 0.5, seed=3, batch=len(windows))
+    assert right["acc"] == 1.0 and right["ce"] == pytest.approx(0.0, abs=1e-6)
+    monkeypatch.setattr(ev, "dlm_logits", right_where_visible)
+    assert ev.masked_scores(dlm, windows, 0.5, seed=3, batch=len(windows))["acc"] == 0.0
+
+
+def test_evaluate_cli_compares_models_on_the_same_text(tiny_model_dirs, corpus_dir, capsys):
+    from training.evaluate import main
+
+    dlm = str(tiny_model_dirs[0])
+    assert main([dlm, dlm, "--corpus", str(corpus_dir), "--seq-len", "16", "--rates", "0.3,1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2 and rows[0]["windows"] >= 1
+    assert rows[0] == rows[1]  # the same model twice: the same text and masks give the same scores
+    assert rows[0]["1"]["n"] == rows[0]["windows"] * 16  # rate 1 masks every position
+    for bad in (["--rates", "0"], ["--rates", "x"], ["--seq-len", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([dlm, "--corpus", str(corpus_dir), *bad])
+        assert exit_info.value.code == 2

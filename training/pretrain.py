@@ -142,6 +142,15 @@ class Corpus:
         return rng.choices(self.texts, weights=self.weights)[0]
 
 
+def corpus_files(corpus: str) -> tuple[list[Path], list[Path]]:
+    """(training files, validation files) of a corpus: "stdlib" or a folder of source files."""
+    files = stdlib_files("train") if corpus == "stdlib" else source_files(Path(corpus))
+    train_files, val_files = split_validation(files)
+    if not val_files:  # a tiny corpus: validate on the last file
+        train_files, val_files = train_files[:-1] or train_files, train_files[-1:]
+    return train_files, val_files
+
+
 def dlm_batch(corpus: Corpus, tokenizer, config: PretrainConfig, rng: random.Random, mask_id: int,
               eos_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A masked-diffusion batch.
@@ -257,10 +266,7 @@ def pretrain(config: PretrainConfig) -> Path:
     torch.manual_seed(config.seed)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    files = stdlib_files("train") if config.corpus == "stdlib" else source_files(Path(config.corpus))
-    train_files, val_files = split_validation(files)
-    if not val_files:  # a tiny corpus: validate on the last file
-        train_files, val_files = train_files[:-1] or train_files, train_files[-1:]
+    train_files, val_files = corpus_files(config.corpus)
     if config.tokenizer:
         tokenizer = load_tokenizer(Path(config.tokenizer))
     else:
