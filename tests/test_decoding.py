@@ -220,7 +220,9 @@ def test_deadline_is_respected_by_raising_parallelism(tiny_models):
         free, _ = run(tiny_models, **settings)
         timed, steps = run(tiny_models, deadline_ms=150.0, **settings)
     assert free.stats.iterations == 32 and free.stats.seconds > 0.64 and not free.stats.deadline_hit
-    assert timed.stats.seconds < 0.15 + 0.1  # the deadline plus at most about one iteration
+    # every iteration costs >= 20 ms, so ending by 150 ms leaves room for at most 7 and the final flush; the
+    # count, not the wall time, is the check: on a loaded machine the AR alone can take longer than the budget
+    assert timed.stats.iterations <= 0.15 / 0.02 + 1
     assert timed.stats.deadline_hit and tiny_models.dlm.mask_id not in timed.middle_ids
     assert max(timed.stats.committed_per_iteration) > 2  # more than one block per iteration at some point
 
