@@ -9,8 +9,9 @@ fine-tuned Qwen3-0.6B's well under 1). This runs the DLM alone at one token per 
 quality the paper's dynamic mode aims to keep) and `codila:b=B,tau=T` for every swept T on the same tasks,
 and picks the tau with the fewest DLM passes per token among those that keep --metric within --tolerance
 of `dlm:k=1` at no more than --max-nfe passes per token (the default model's issue: within 3 points of
-syntax_ok at at most 0.5). Ties go to the better metric, then to the larger tau. If no tau qualifies it
-says so and writes nothing: widen the sweep.
+syntax_ok at at most 0.5). Ties go to the better metric, then to the smaller tau (the same result at a
+stricter threshold is the safer bet on text the sweep did not see). If no tau qualifies it says so and
+writes nothing: widen the sweep.
 
 Tasks default to the tuning set (benchmarks/data/dev/: code no stage of the default model trains on); tune
 there and report on the public set, or the public numbers are optimistic. --write puts the choice in the
@@ -87,7 +88,7 @@ def choose_tau(base: dict, sweep: dict[float, dict], metric: str, tolerance: flo
           and r["nfe_per_token"] is not None and r["nfe_per_token"] <= max_nfe]
     if not ok:
         return None
-    return min(ok, key=lambda tau: (sweep[tau]["nfe_per_token"], -sweep[tau][metric], -tau))
+    return min(ok, key=lambda tau: (sweep[tau]["nfe_per_token"], -sweep[tau][metric], tau))
 
 
 def write_tau(ar_folder: Path, tau: float) -> None:

@@ -16,11 +16,14 @@ def _row(metric, nfe):
 def test_the_fewest_dlm_passes_among_taus_that_keep_the_quality():
     base = _row(0.20, 1.0)
     sweep = {3.0: _row(0.25, 0.60), 5.0: _row(0.18, 0.35), 6.0: _row(0.16, 0.27), 7.0: _row(0.17, 0.27)}
-    # 3.0 is too slow (> 0.5), 6.0 falls 4 points below dlm:k=1; 7.0 ties 6.0 on passes and is within 3 points
+    # 3.0 is too slow (> 0.5), 6.0 falls 4 points below dlm:k=1; 7.0 is as fast and within 3 points
     assert tune_tau.choose_tau(base, sweep, "syntax_ok", 0.03, 0.5) == 7.0
     assert tune_tau.choose_tau(base, sweep, "syntax_ok", 0.0, 0.5) is None
-    assert tune_tau.choose_tau(base, sweep, "syntax_ok", 0.05, 0.5) == 7.0
+    assert tune_tau.choose_tau(base, sweep, "syntax_ok", 0.05, 0.5) == 7.0  # equally fast: the better metric
     assert tune_tau.choose_tau(base, {5.0: _row(0.18, 0.35), 6.0: _row(0.20, 0.35)}, "syntax_ok", 0.03, 0.5) == 6.0
+    # the same result at several thresholds: the strictest of them
+    assert tune_tau.choose_tau(base, {6.0: _row(0.45, 0.256), 7.0: _row(0.45, 0.256), 8.0: _row(0.45, 0.256)},
+                               "syntax_ok", 0.03, 0.5) == 6.0
     assert tune_tau.choose_tau(base, sweep, "pass_at_1", 0.03, 0.5) is None  # no task had tests
 
 
