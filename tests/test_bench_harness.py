@@ -77,7 +77,7 @@ def test_harness_runs_three_tasks_and_writes_the_report(tmp_path, tiny_model_dir
 def test_harness_refuses_bad_input_before_loading_models(tmp_path, capsys, monkeypatch, args, message):
     from benchmarks import infill
 
-    monkeypatch.setattr(infill, "_models", lambda args: pytest.fail("models loaded despite bad input"))
+    monkeypatch.setattr(infill, "load_models_for", lambda args: pytest.fail("models loaded despite bad input"))
     with pytest.raises(SystemExit) as exit_:
         infill.main(["--tasks", str(_task_file(tmp_path)), *args])
     assert exit_.value.code == 2

@@ -27,10 +27,11 @@ def test_the_fewest_dlm_passes_among_taus_that_keep_the_quality():
     assert tune_tau.choose_tau(base, sweep, "pass_at_1", 0.03, 0.5) is None  # no task had tests
 
 
-def test_tau_lists_are_checked_before_any_model_loads(capsys):
+def test_tau_lists_are_checked_before_any_model_loads(capsys, monkeypatch):
+    monkeypatch.setattr(tune_tau, "load_models_for", lambda args: pytest.fail("models loaded despite bad input"))
     for bad in ("a,b", ",", "0", "5,-1", "101"):
         with pytest.raises(SystemExit) as exit_info:
-            tune_tau.main(["--taus", bad, "--dlm", "/nonexistent", "--ar", "/nonexistent"])
+            tune_tau.main(["--taus", bad])
         assert exit_info.value.code == 2
         assert "--taus" in capsys.readouterr().err
 
