@@ -34,7 +34,8 @@ def validation_windows(dlm: DiffusionLM, corpus: str, seq_len: int) -> torch.Ten
     stream = Corpus(val_files, dlm.tokenizer, dlm.eos_id).stream
     count = len(stream) // seq_len
     if count < 1:
-        raise ValueError(f"the validation files of {corpus!r} hold {len(stream)} tokens, less than one window of {seq_len}")
+        raise ValueError(f"the validation files of {corpus!r} hold {len(stream)} tokens, "
+                         f"less than one window of {seq_len}")
     return stream[:count * seq_len].view(count, seq_len)
 
 

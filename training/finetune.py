@@ -457,10 +457,9 @@ class Trainer:
                 self._validate_and_keep()
             self._save_checkpoint()
             tau = self.pair.ar.tau
+            kept = f"codila_tau {tau} kept from --ar" if tau is not None else f"none set (decoders use {DEFAULT_TAU})"
             log.info("dynamic threshold: %s; a sharper executor wants its own, chosen on the tuning set with "
-                     "python -m benchmarks.tune_tau --dlm %s --ar %s --taus T1,T2,... --write",
-                     f"codila_tau {tau} kept from --ar" if tau is not None else f"none set (decoders use {DEFAULT_TAU})",
-                     cfg.dlm, self.out)
+                     "python -m benchmarks.tune_tau --dlm %s --ar %s --taus T1,T2,... --write", kept, cfg.dlm, self.out)
         if bar is not None:
             bar.close()
         if self.world > 1:
