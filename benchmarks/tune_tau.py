@@ -13,7 +13,7 @@ syntax_ok at at most 0.5). Ties go to the better metric, then to the smaller tau
 stricter threshold is the safer bet on text the sweep did not see). If no tau qualifies it says so and
 writes nothing: widen the sweep.
 
-Tasks default to the tuning set (benchmarks/data/dev/: code no stage of the default model trains on); tune
+Tasks default to the tuning set (benchmarks/data/dev/: code the default DLM never trained on); tune
 there and report on the public set, or the public numbers are optimistic. --write puts the choice in the
 AR folder's config.json (atomically), where every decoder's "tau unset" finds it.
 """

@@ -34,7 +34,7 @@ def stdlib_files(split: str = "train", root: Path | None = None) -> list[Path]:
 
     "dev" is the part of "train" that pretraining keeps for validation (`training.data.split_validation`)
     and the fine-tune does not read either: tuning tasks are cut from it, so settings are chosen on code
-    no model trained on and reported on the held-out set.
+    no stage of the recipe trains on and reported on the held-out set.
     """
     if split == "dev":
         return split_validation(stdlib_files("train", root))[1]

@@ -25,9 +25,6 @@ import torch.nn.functional as F
 from decoding.models import DiffusionLM, dlm_logits, load_dlm
 from training.pretrain import Corpus, corpus_files
 
-log = logging.getLogger("training.evaluate")
-
-
 def validation_windows(dlm: DiffusionLM, corpus: str, seq_len: int) -> torch.Tensor:
     """(W, seq_len) token ids: the validation files of `corpus` as one stream (EOS between files), cut."""
     _, val_files = corpus_files(corpus)
