@@ -204,15 +204,15 @@ def _torch_threads() -> int:
 
 def format_table(report: dict) -> str:
     """The results as an aligned text table (percentages, ms)."""
-    header = ["decoder", "n", "syntax_ok", "exact", "sim", "top", "pass@1", "empty", "NFE/tok", "tok/s", "mean ms",
-              "p95 ms"]
+    header = ["decoder", "n", "syntax_ok", "exact", "sim", "top", "pass@1", "empty", "fill", "NFE/tok", "tok/s",
+              "mean ms", "p95 ms"]
     rows = [header]
     for r in report["results"]:
         rows.append([
             r["decoder"], str(r["n"]), _pct(r["syntax_ok"]), _pct(r["exact_match"]), _num(r["similarity"], 3),
             _pct(r["top_middle_share"]),
             _pct(r["pass_at_1"]) + (f" ({r['n_tested']})" if r["pass_at_1"] is not None else ""), _pct(r["empty"]),
-            _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1), _num(r["mean_latency_ms"], 0),
+            _num(r["fill"], 2), _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1), _num(r["mean_latency_ms"], 0),
             _num(r["p95_latency_ms"], 0),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

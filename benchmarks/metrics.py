@@ -107,6 +107,7 @@ def summarize(decoder: str, samples: list[Sample]) -> dict:
         "mean_latency_ms": statistics.fmean(latencies) if latencies else None,
         "p95_latency_ms": percentile(latencies, 95) if latencies else None,
         "tokens": sum(s.tokens for s in mine),
+        "fill": statistics.fmean(s.tokens / s.max_new_tokens for s in mine) if mine else None,
         "deadline_hit_rate": _share(s.deadline_hit for s in mine),
         "empty": _share(not s.middle.strip() for s in mine),
     }

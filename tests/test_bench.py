@@ -167,6 +167,9 @@ def test_summary_aggregates_over_tasks_not_means_of_ratios():
     assert row["mean_latency_ms"] == pytest.approx(200.0)
     assert row["p95_latency_ms"] == pytest.approx(290.0)
     assert row["empty"] == 1.0  # every middle above is ""
+    assert row["fill"] == pytest.approx((10 / 12 + 30 / 12 + 10 / 12) / 3)  # per task, then the mean
+    short = [_sample(tokens=2, max_new_tokens=10), _sample(tokens=10, max_new_tokens=10)]
+    assert summarize("d", short)["fill"] == pytest.approx(0.6)  # a middle that ends early fills less
     assert summarize("d", [_sample(middle="x = 1"), _sample(middle=" ")])["empty"] == 0.5
     assert summarize("d", [_sample()])["pass_at_1"] is None  # no tests anywhere: null, not 0
 
