@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         length = Length.parse(args.length)
         decoders = _decoders(args.decoder, args.seed)
-        tasks = _tasks(args.tasks, args.limit)
+        tasks = load_tasks(args.tasks, args.limit)
         if args.plot is not None:
             import matplotlib  # noqa: F401  (fail now, not after an hour of decoding)
         models, max_context = load_models_for(args)
@@ -157,12 +157,6 @@ def _decoders(specs: list[str], seed: int):
     if len(set(names)) != len(names):
         raise ValueError(f"a decoder spec is given twice: {names}")
     return decoders
-
-
-def _tasks(files: list[str], limit: int | None):
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be at least 1; got {limit}")
-    return [task for file in files for task in load_tasks([file])[:limit]] if limit else load_tasks(files)
 
 
 def setup_logging() -> None:

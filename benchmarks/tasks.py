@@ -36,17 +36,22 @@ class Task:
         return self.test is not None
 
 
-def load_tasks(paths: list[str | Path]) -> list[Task]:
-    """Tasks of every file in order. ValueError (with file:line) for malformed lines or duplicate ids."""
+def load_tasks(paths: list[str | Path], limit: int | None = None) -> list[Task]:
+    """Tasks of every file in order (the first `limit` of each file; None = all). ValueError (with file:line)
+    for malformed lines or duplicate ids."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1; got {limit}")
     tasks: list[Task] = []
     seen: dict[str, str] = {}
     for path in map(Path, paths):
+        mine = []
         for line_no, record in _records(path):
             task = _task(record, f"{path}:{line_no}", str(path))
             if task.task_id in seen:
                 raise ValueError(f"{path}:{line_no}: task_id {task.task_id!r} already used in {seen[task.task_id]}")
             seen[task.task_id] = f"{path}:{line_no}"
-            tasks.append(task)
+            mine.append(task)
+        tasks += mine[:limit]
     if not tasks:
         raise ValueError(f"no tasks in {', '.join(map(str, paths))}")
     return tasks

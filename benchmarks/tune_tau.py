@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit < 1 or args.tolerance < 0 or args.max_nfe <= 0:
             raise ValueError("--limit must be >= 1, --tolerance >= 0 and --max-nfe > 0")
         files = args.tasks or [str(p) for p in sorted(DEV_TASKS.glob("*.jsonl"))]
-        tasks = [task for file in files for task in load_tasks([file])[:args.limit]]
+        tasks = load_tasks(files, args.limit)
         base_config = DecodeConfig(seed=args.seed)
         decoders = [parse_spec(BASE, base_config)] + [
             parse_spec(f"codila:b={args.block_size},tau={tau:g}", base_config) for tau in taus]

@@ -73,6 +73,17 @@ def test_openai_task_files_load_unchanged_plain_or_gzipped(tmp_path):
     assert tasks[0].executable and tasks[0].entry_point == "return1" and tasks[0].language == "python"
 
 
+def test_a_limit_takes_the_first_tasks_of_each_file(tmp_path):
+    files = []
+    for name in ("a", "b"):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_text("".join(json.dumps({**OPENAI_EXAMPLE, "task_id": f"{name}/{i}"}) + "\n" for i in range(3)))
+    assert [t.task_id for t in load_tasks(files, limit=2)] == ["a/0", "a/1", "b/0", "b/1"]
+    assert len(load_tasks(files)) == 6
+    with pytest.raises(ValueError, match="at least 1"):
+        load_tasks(files, limit=0)
+
+
 @pytest.mark.parametrize("record, message", [
     ({"task_id": "a", "prompt": "x"}, "missing suffix, canonical_solution"),
     ({**OPENAI_EXAMPLE, "entry_point": None}, "test and entry_point go together"),

@@ -107,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--rates must be numbers in (0, 1] and --seq-len at least 2")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        tasks = _tasks(args.tasks, args.limit)
+        if args.tasks:
+            from benchmarks.tasks import load_tasks
+
+            tasks = load_tasks(args.tasks, args.limit)
+        else:
+            tasks = []
         rows, windows, vocab = [], None, None
         for folder in args.dlm:
             dlm = load_dlm(folder, device=args.device, dtype="float32")
@@ -126,16 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
-
-
-def _tasks(files: list[str], limit: int | None) -> list:
-    if not files:
-        return []
-    from benchmarks.tasks import load_tasks
-
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be at least 1; got {limit}")
-    return [task for file in files for task in load_tasks([file])[:limit]]
 
 
 def _describe(key: str, s: dict) -> str:
