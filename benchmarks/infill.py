@@ -206,8 +206,8 @@ def format_table(report: dict) -> str:
             r["decoder"], str(r["n"]), _pct(r["syntax_ok"]), _pct(r["exact_match"]), _num(r["similarity"], 3),
             _pct(r["top_middle_share"]),
             _pct(r["pass_at_1"]) + (f" ({r['n_tested']})" if r["pass_at_1"] is not None else ""), _pct(r["empty"]),
-            _num(r["fill"], 2), _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1), _num(r["mean_latency_ms"], 0),
-            _num(r["p95_latency_ms"], 0),
+            _num(r["fill"], 2), _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1),
+            _num(r["mean_latency_ms"], 0), _num(r["p95_latency_ms"], 0),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
