@@ -23,8 +23,8 @@ Length (--length): "oracle" gives each task as many masked positions as its refe
 Metrics per decoder: syntax_ok (a non-empty middle, and prompt + middle + suffix parses: tree-sitter and, for
 Python, Python's own compiler), exact_match (middle == reference, trailing whitespace per line and trailing blank lines ignored),
 sim (mean similarity to the reference, 0..1, difflib's ratio), top (share of tasks answered with the decoder's
-most frequent middle: high = one answer everywhere, which syntax_ok can reward),
-pass_at_1 (share of tasks with tests whose tests pass, run for real in a restricted subprocess; null when no
+most frequent middle: high = one answer everywhere, which syntax_ok can reward), fill (mean middle tokens over
+the N masked positions: low = middles ended early), pass_at_1 (share of tasks with tests whose tests pass, run for real in a restricted subprocess; null when no
 task has tests), nfe_per_token (DLM forward passes per committed position), tokens_per_second (generated
 tokens / total infill time), mean and p95 latency of one infill call in ms.
 
