@@ -48,6 +48,7 @@ SETTING_HELP = {
     "eos_penalty": "subtracted from the DLM's EOS logit (0 = off); counters EOS collapse",
     "eos_casting": "after the first committed EOS every later position becomes EOS",
     "eos_frontier": "EOS may be committed only at the first masked position (off: anywhere)",
+    "token_healing": "take the prefix's last token off the canvas; the middle must start with its text",
     "eos_min_prob": "a position becomes EOS only when EOS has at least this probability there (0 = EOS "
                     "competes as an ordinary token)",
     "deadline_ms": "latency budget in ms: parallelism rises so the decode ends in time; 'none' = no budget",

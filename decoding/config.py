@@ -53,6 +53,9 @@ class DecodeConfig:
                      and values, "dual" also the suffix's (approximate: refreshed every `cache_refresh`
                      iterations). Large speedups on CPU, where the prefix dominates each forward pass.
     cache_refresh:   iterations between full DLM forward passes when kv_cache is not "none".
+    token_healing:   `infill` takes the prefix's last token off the canvas and makes the middle start
+                     with its text (decoding.healing): a prefix cut mid-token, or at a newline the BPE
+                     would have merged with the next line's indentation, is written as the model knows it.
     seed:            seeds every sampler used by one decode; the same seed gives the same output.
     """
 
@@ -75,6 +78,7 @@ class DecodeConfig:
     deadline_ms: float | None = None
     kv_cache: str = "none"
     cache_refresh: int = 4
+    token_healing: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -99,7 +103,7 @@ class DecodeConfig:
             _in_range("confidence", self.confidence, 0.0, 1.0, (int, float))
         if self.deadline_ms is not None:
             _in_range("deadline_ms", self.deadline_ms, 1.0, 3_600_000.0, (int, float))
-        for name in ("eos_casting", "eos_frontier"):
+        for name in ("eos_casting", "eos_frontier", "token_healing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -15,7 +15,7 @@ Backends:
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from transformers import DynamicCache
@@ -23,15 +23,19 @@ from transformers import DynamicCache
 from decoding.sampling import Sampler, entropy, make_sampler
 
 
+StepMask = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+
 class BlockExecutor(Protocol):
     def decode_blocks(
         self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None,
-        eos_ok: torch.Tensor | None = None,
+        eos_ok: torch.Tensor | None = None, step_mask: StepMask | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs_embeds (nb, B + 2, H), forced (nb, B) ids or -1 -> tokens (nb, B), entropies (nb, B).
 
         eos_ok: (nb,) bool, the blocks that may produce EOS (None = all); in the others EOS is banned
-        before the entropies are taken.
+        before the entropies are taken. step_mask(j, tokens so far (nb, j)) -> (nb, V) bool of the ids
+        allowed at step j, or None (token healing: the first middle tokens must spell a given text).
         """
         ...
 
@@ -56,7 +60,7 @@ class TorchBlockExecutor:
     @torch.inference_mode()
     def decode_blocks(
         self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None,
-        eos_ok: torch.Tensor | None = None,
+        eos_ok: torch.Tensor | None = None, step_mask: StepMask | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         nb, B = forced.shape
         assert inputs_embeds.shape[:2] == (nb, B + 2), (inputs_embeds.shape, forced.shape)
@@ -70,6 +74,8 @@ class TorchBlockExecutor:
             logits = logits.float() + self.bias  # (nb, V), banned ids at -inf
             if no_eos is not None:
                 logits[no_eos, self.eos_id] = -math.inf
+            if step_mask is not None and (allowed := step_mask(j, tokens[:, :j])) is not None:
+                logits = logits.masked_fill(~allowed, -math.inf)
             entropies[:, j] = entropy(logits)
             # a committed position reproduces its token; the others are sampled
             tokens[:, j] = torch.where(forced[:, j] >= 0, forced[:, j], self.sampler(logits, generator))
@@ -121,8 +127,10 @@ class VLLMBlockExecutor:
 
     def decode_blocks(
         self, inputs_embeds: torch.Tensor, forced: torch.Tensor, generator: torch.Generator | None,
-        eos_ok: torch.Tensor | None = None,
+        eos_ok: torch.Tensor | None = None, step_mask: StepMask | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # step_mask is not applied here (vLLM samples on the engine); the healing constraint still shapes
+        # the marginals the blocks are conditioned on, and a middle that misses it comes back empty
         nb, B = forced.shape
         forced = forced.cpu()
         eos_ok = torch.ones(nb, dtype=torch.bool) if eos_ok is None else eos_ok.cpu()
