@@ -4,7 +4,8 @@
   plain Qwen2/Qwen3/Llama checkpoint, always run with bidirectional attention.
 - The AR executor: any transformers causal LM (Qwen3-0.6B in the paper), run causally.
 
-Nothing here downloads: paths must be local folders. `trust_remote_code` is used only when asked for.
+Nothing here downloads: paths are local folders, `base:NAME` (a pretrained base the install brought, see
+decoding.base) or .gguf files (converted once to a cached folder). `trust_remote_code` only when asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
+from decoding.base import resolve_model_path
 from decoding.soft import VocabAlignment
 
 log = logging.getLogger(__name__)
@@ -139,8 +141,8 @@ def load_dlm(
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
 ) -> DiffusionLM:
-    """Load a DLM from a local folder and switch every attention layer to bidirectional."""
-    path = _local_folder(path)
+    """Load a DLM from a local folder (or base:NAME / a .gguf file) and make its attention bidirectional."""
+    path = _local_folder(resolve_model_path(path))
     _require_safetensors(path)
     dev = resolve_device(device)
     raw = json.loads((path / "config.json").read_text())
@@ -181,8 +183,8 @@ def load_ar(
     boundary_tokens: tuple[str, str] = ("<think>", "</think>"),
     attn_implementation: str = "sdpa",
 ) -> ExecutorLM:
-    """Load the AR executor (any causal LM) and look up its boundary tokens."""
-    path = _local_folder(path)
+    """Load the AR executor (any causal LM; a folder, base:NAME or a .gguf file) and its boundary tokens."""
+    path = _local_folder(resolve_model_path(path))
     _require_safetensors(path)
     dev = resolve_device(device)
     model, info = AutoModelForCausalLM.from_pretrained(
