@@ -22,9 +22,18 @@ Data (`--data`, repeatable):
   validates on (held-out files are never read).
 
 `--output` becomes a complete HF model folder (config, model.safetensors, tokenizer) holding the best
-checkpoint, loadable by decoding.models.load_ar. Resumable state lives in `--output`/checkpoints/ (written
-atomically); rerunning the same command after a kill continues from the last checkpoint with the same
-data, masks and optimizer state. `--json-progress` prints one JSON object per line on stdout.
+checkpoint, loadable by decoding.models.load_ar. With `--lora-rank R` (> 0) only a new LoRA adapter trains
+(peft; every attention and MLP projection by default, plus the embedding rows of the two boundary tokens)
+and `--output` becomes an adapter folder instead (adapter_config.json naming --ar as its base,
+adapter_model.safetensors, config.json with the codila_* keys, tokenizer), which every loader accepts and
+merges at load:
+
+    python -m training.finetune --dlm DLM_DIR --ar AR_DIR --data train.jsonl --lora-rank 16 --lr 2e-4 --output runs/ar-lora
+
+--ar may itself be an adapter folder: it is merged, and the new adapter names it as its base. Resumable
+state lives in `--output`/checkpoints/ (written atomically; the trained tensors only); rerunning the same
+command after a kill continues from the last checkpoint with the same data, masks and optimizer state.
+`--json-progress` prints one JSON object per line on stdout.
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from decoding.config import DEFAULT_TAU
-from decoding.models import ModelPair, dlm_logits, load_models
+from decoding.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ExecutorLM, ModelPair, dlm_logits, load_models
 from decoding.soft import align_probs, block_inputs
 from training.corpus import stdlib_files
 from training.data import Example, infill_sequence, pad_response, read_text, sample_infill, source_files
@@ -57,6 +66,8 @@ from training.data import Example, infill_sequence, pad_response, read_text, sam
 log = logging.getLogger("training.finetune")
 
 CHARS_PER_SOURCE_ITEM = 2000  # a source file yields one sample per this many characters, per epoch
+# the default LoRA targets: every linear projection of attention and MLP (Qwen2/Qwen3/Llama names)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,15 @@ class FinetuneConfig:
     device: str = "auto"
     dtype: str = "auto"
     gradient_checkpointing: str = "auto"
+    trust_remote_code: bool = False
     threads: int = 0
     seed: int = 0
+    # LoRA: rank 0 = full fine-tune; else the output is a peft adapter folder over --ar
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    lora_train_tokens: tuple[str, ...] = ("boundary",)
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -128,6 +146,17 @@ class FinetuneConfig:
             raise ValueError("need max_middle <= budget and budget + block_size < max_length")
         if self.gradient_checkpointing not in ("auto", "on", "off"):
             raise ValueError(f"gradient_checkpointing must be auto, on or off; got {self.gradient_checkpointing!r}")
+        if self.lora_rank < 0 or (self.lora_alpha is not None and self.lora_alpha <= 0):
+            raise ValueError("lora_rank must be >= 0 (0 = full fine-tune) and lora_alpha positive")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+        if self.lora_rank and not self.lora_targets:
+            raise ValueError("a LoRA fine-tune needs at least one target module (--lora-targets)")
+
+    @property
+    def alpha(self) -> float:
+        """The LoRA scale numerator: lora_alpha, or 2 x rank when unset."""
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
 
     @property
     def warmup_steps(self) -> int:
@@ -358,14 +387,17 @@ class Trainer:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if config.threads:
             torch.set_num_threads(config.threads)
-        # the AR trains in float32 (autocast to bf16 on CUDA); the frozen DLM runs in the resolved dtype
-        self.pair = load_models(config.dlm, config.ar, device=device, dtype=config.dtype)
-        self.pair.ar.model.float().train()
-        self.pair.dlm.model.requires_grad_(False)
+        torch.manual_seed(_seed(config.seed, "torch", self.rank))  # a new adapter's init and dropout: reproducible
+        # the AR trains in float32 (autocast to bf16 on CUDA); the frozen DLM runs in the resolved dtype.
+        # An adapter folder given as --ar is merged at load: a LoRA run then trains a new adapter on top.
+        self.pair = load_models(config.dlm, config.ar, device=device, dtype=config.dtype,
+                                trust_remote_code=config.trust_remote_code)
+        self.pair.ar.model = trainable_ar(self.pair.ar, config)
         self.device = self.pair.ar.device
         use_ckpt = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and self.device.type == "cuda")
         if use_ckpt:
-            self.pair.ar.model.gradient_checkpointing_enable()
+            # non-reentrant: the soft prompt needs no grad of its own for the LoRA weights inside to get one
+            self.pair.ar.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = self.pair.ar.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -374,10 +406,12 @@ class Trainer:
         self.data = Dataset(config, self.pair.dlm.tokenizer)
         if not self.data.train:
             raise ValueError("no training items left after the validation split; lower --val-samples")
-        self.opt = torch.optim.AdamW(self.pair.ar.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.params = [p for p in self.pair.ar.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: cosine_with_warmup(s, config.warmup_steps, config.max_steps))
         self.step, self.best_val = 0, math.inf
         self.out = Path(config.output)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.out / "checkpoints"
 
     # -- samples: a pure function of (seed, step, micro-batch, rank), so a resumed run sees the same data
@@ -439,7 +473,7 @@ class Trainer:
                 loss_sum += loss.item() / cfg.grad_accum
                 tokens += inputs.numel() * self.world
                 n_tok += n
-            torch.nn.utils.clip_grad_norm_(self.pair.ar.model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.opt.step()
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
@@ -511,32 +545,50 @@ class Trainer:
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": self.step, "val_loss": val}) + "\n")
         log.info("step %d: validation loss %.4f (best %.4f)", self.step, val, self.best_val)
-        if val < self.best_val or not (self.out / "model.safetensors").exists():
+        if val < self.best_val or not self._exported():
             self.best_val = min(val, self.best_val)
             self._export_best()
 
     # -- files
+    def _exported(self) -> bool:
+        return any((self.out / name).exists() for name in ("model.safetensors", ADAPTER_WEIGHTS))
+
     def _export_best(self) -> None:
-        """Write the AR as a complete HF folder into `output`, one os.replace per file."""
+        """Write the AR into `output`, one os.replace per file: a complete HF folder (full fine-tune) or a peft
+        adapter folder with the base's config.json and the tokenizer (LoRA); either loads with load_ar."""
         tmp = self.out / "best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        model, ar = self.pair.ar.model, self.pair.ar
+        config = model.config
         # recorded so that a later fine-tune of this AR (the server's trainOnWorkspace) can reuse the rate
-        self.pair.ar.model.config.codila_finetune_lr = self.config.lr
-        self.pair.ar.model.config.codila_block_size = self.config.block_size
-        self.pair.ar.model.save_pretrained(tmp, safe_serialization=True)
-        self.pair.ar.tokenizer.save_pretrained(tmp)
+        config.codila_finetune_lr = self.config.lr
+        config.codila_block_size = self.config.block_size
+        config.codila_boundary_tokens = ar.tokenizer.convert_ids_to_tokens([ar.open_id, ar.close_id])
+        if self.config.lora_rank:
+            model.peft_config["default"].base_model_name_or_path = str(Path(self.config.ar).expanduser().resolve())
+            model.save_pretrained(tmp, safe_serialization=True)
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+            config.save_pretrained(tmp)  # the base's config with the codila_* keys: they override the base's
+            stale = ("model.safetensors", "model.safetensors.index.json")
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            stale = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+        ar.tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             os.replace(f, self.out / f.name)
         tmp.rmdir()
+        for name in stale:  # a folder is either a model or an adapter, never both
+            (self.out / name).unlink(missing_ok=True)
 
     def _save_checkpoint(self) -> None:
-        """checkpoints/step-N/{model.safetensors, state.pt}, then the `latest` pointer, each written atomically."""
+        """checkpoints/step-N/{model.safetensors, state.pt}, then the `latest` pointer, each written atomically.
+        model.safetensors holds the trained tensors by name: every weight of a full fine-tune, the adapter's
+        of a LoRA run."""
         target = self.ckpt_dir / f"step-{self.step:08d}"
         tmp = self.ckpt_dir / f".step-{self.step:08d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.pair.ar.model.state_dict().items()}
-        _drop_tied(self.pair.ar.model, weights)
+        weights = {k: p.detach().contiguous().cpu() for k, p in self.pair.ar.model.named_parameters() if p.requires_grad}
         save_file(weights, tmp / "model.safetensors")
         torch.save({"step": self.step, "best_val": self.best_val, "optimizer": self.opt.state_dict(),
                     "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -556,10 +608,14 @@ class Trainer:
         if not pointer.exists():
             return
         folder = self.ckpt_dir / pointer.read_text().strip()
-        missing, unexpected = self.pair.ar.model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
-        if unexpected or set(missing) - {"lm_head.weight"}:
-            raise ValueError(f"{folder}: checkpoint does not match the AR: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        self.pair.ar.model.tie_weights()
+        model = self.pair.ar.model
+        weights = load_file(folder / "model.safetensors", device=str(self.device))
+        trained = {k for k, p in model.named_parameters() if p.requires_grad}
+        if set(weights) != trained:
+            raise ValueError(f"{folder}: checkpoint does not match this run's trained weights (a LoRA run resumed as a "
+                             f"full one or the reverse?): missing {sorted(trained - set(weights))[:5]}, "
+                             f"unexpected {sorted(set(weights) - trained)[:5]}")
+        model.load_state_dict(weights, strict=False)
         state = torch.load(folder / "state.pt", weights_only=True)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -569,10 +625,39 @@ class Trainer:
         log.info("resumed from %s at step %d (best validation loss %.4f)", folder, self.step, self.best_val)
 
 
-def _drop_tied(model: torch.nn.Module, weights: dict) -> None:
-    """Tied output embeddings are stored once (safetensors refuses shared memory)."""
-    if getattr(model.config, "tie_word_embeddings", False):
-        weights.pop("lm_head.weight", None)
+def trainable_ar(ar: ExecutorLM, config: FinetuneConfig) -> torch.nn.Module:
+    """The AR in training form: float32, train mode; every weight trainable (lora_rank 0), or wrapped in a new
+    LoRA adapter (peft) of which only the adapter matrices and the `lora_train_tokens` embedding rows train."""
+    model = ar.model.float().train()
+    if not config.lora_rank:
+        return model.requires_grad_(True)
+    from peft import LoraConfig, get_peft_model
+
+    rows = lora_token_rows(ar, config.lora_train_tokens)
+    targets = "all-linear" if config.lora_targets == ("all-linear",) else list(config.lora_targets)
+    spec = LoraConfig(r=config.lora_rank, lora_alpha=config.alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, trainable_token_indices=rows or None)
+    wrapped = get_peft_model(model, spec)
+    n_train = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    log.info("LoRA rank %d alpha %g on %s, embedding rows %s: %d trainable parameters of %d", config.lora_rank,
+             config.alpha, targets, rows, n_train, sum(p.numel() for p in wrapped.parameters()))
+    return wrapped
+
+
+def lora_token_rows(ar: ExecutorLM, tokens: tuple[str, ...]) -> list[int]:
+    """Embedding rows that train with a LoRA adapter: 'boundary' = the AR's two boundary tokens, 'none' = no
+    row, else the named tokens (ValueError for one the tokenizer lacks)."""
+    if tokens == ("none",):
+        return []
+    if tokens == ("boundary",):
+        return [ar.open_id, ar.close_id]
+    rows = []
+    for token in tokens:
+        tid = ar.tokenizer.convert_tokens_to_ids(token)
+        if not isinstance(tid, int) or tid == ar.tokenizer.unk_token_id:
+            raise ValueError(f"--lora-train-tokens: the AR tokenizer has no token {token!r}")
+        rows.append(tid)
+    return rows
 
 
 class _nullcontext:
@@ -649,11 +734,31 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--dtype", default=d["dtype"].default, help="the frozen DLM's dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
     p.add_argument("--gradient-checkpointing", default=d["gradient_checkpointing"].default, choices=("auto", "on", "off"),
                    help="auto = on CUDA only")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the checkpoints' own Python code (off: Dream loads as Qwen2 without it)")
     p.add_argument("--threads", type=int, default=d["threads"].default, help="torch CPU threads (0 = torch's default)")
+    # LoRA
+    p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default,
+                   help="LoRA rank R (0 = full fine-tune; else --output is a peft adapter folder over --ar)")
+    p.add_argument("--lora-alpha", type=float, default=d["lora_alpha"].default, help="LoRA alpha (unset = 2 x rank)")
+    p.add_argument("--lora-dropout", type=float, default=d["lora_dropout"].default, help="dropout on the LoRA input (0 = none)")
+    p.add_argument("--lora-targets", type=_names, default=d["lora_targets"].default,
+                   help="comma-separated module names the adapter wraps (default: every linear projection of "
+                        "attention and MLP, " + ",".join(LORA_TARGETS) + "; 'all-linear' = peft's every linear layer)")
+    p.add_argument("--lora-train-tokens", type=_names, default=d["lora_train_tokens"].default,
+                   help="comma-separated tokens whose embedding rows train with the adapter ('boundary' = the AR's "
+                        "two boundary tokens, the default; 'none' = no row)")
     p.add_argument("--seed", type=int, default=d["seed"].default, help="seeds the data order, spans and masks")
     args = vars(p.parse_args(argv))
     args["data"] = tuple(args["data"])
     return FinetuneConfig(**args)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
