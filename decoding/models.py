@@ -111,15 +111,12 @@ class ExecutorLM:
 
     open_id / close_id: the boundary tokens around the soft embeddings (`<think>` / `</think>` for Qwen3;
     `codila_boundary_tokens` in config.json names others).
-    vllm_engine: a `vllm.LLM` serving the same weights when the vLLM backend was chosen (load_models
-    ar_backend="vllm"); the torch model then only provides the embedding matrix.
     """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     open_id: int
     close_id: int
-    vllm_engine: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -418,18 +415,17 @@ def load_models(
 ) -> ModelPair:
     """Load DLM + AR (the shipped default model for a path left as None) and align their vocabularies.
 
-    Either path may be a LoRA adapter folder. ar_backend: "torch" runs the AR executor with transformers;
-    "vllm" also starts a vLLM engine on the AR folder (GPU, vLLM >= 0.11; imported only here).
+    Either path may be a LoRA adapter folder. ar_backend: "torch", the one AR runtime; "vllm" is refused with
+    the reason (the backend was removed: it could not give the torch backend's results).
     """
-    if ar_backend not in ("torch", "vllm"):
-        raise ValueError(f"ar_backend must be torch or vllm; got {ar_backend!r}")
+    if ar_backend == "vllm":
+        raise ValueError("the vLLM AR backend was removed: it could not reproduce the torch executor's entropies, "
+                         "EOS rule and seeded sampling (README, 'Why there is no vLLM backend'); use ar_backend "
+                         "'torch', which runs on the GPU as well")
+    if ar_backend != "torch":
+        raise ValueError(f"ar_backend must be torch; got {ar_backend!r}")
     dlm = load_dlm(dlm_path or DEFAULT_MODEL_DIR / "dlm", device, dtype, trust_remote_code)
     ar = load_ar(ar_path or DEFAULT_MODEL_DIR / "ar", device, dtype, trust_remote_code, boundary_tokens)
-    if ar_backend == "vllm":
-        from decoding.executor import load_vllm_engine
-
-        ar.vllm_engine = load_vllm_engine(str(ar_path or DEFAULT_MODEL_DIR / "ar"), dtype=dtype,
-                                          trust_remote_code=trust_remote_code)
     alignment = VocabAlignment.from_tokenizers(
         dlm.tokenizer, ar.tokenizer, dlm_vocab=dlm.vocab_size, ar_vocab=ar.embeddings.shape[0],
         exclude=(dlm.mask_id, *_bos_ids(dlm)),
