@@ -16,6 +16,7 @@ Nothing here downloads: paths must be local folders. `trust_remote_code` is used
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -156,6 +157,18 @@ def dlm_logits(dlm: DiffusionLM, input_ids: torch.Tensor) -> torch.Tensor:
     """Full bidirectional forward. input_ids: (N, L) -> logits (N, L, V), row i predicting token i."""
     logits = dlm.model(input_ids=input_ids, use_cache=False).logits  # (N, L, V)
     return shift_logits(logits) if dlm.logit_shift else logits
+
+
+def dlm_logits_at(dlm: DiffusionLM, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits predicting the tokens at `positions` only: the LM head runs on those rows, not on all L.
+
+    input_ids: (N, L); positions: (K,) indices into L. Returns (N, K, V), column k predicting position
+    positions[k] (the Dream logit shift applied: read from the output at positions[k] - 1, position 0 its own).
+    """
+    rows = (positions - 1).clamp_min(0) if dlm.logit_shift else positions  # (K,) output rows
+    if "logits_to_keep" in inspect.signature(dlm.model.forward).parameters:
+        return dlm.model(input_ids=input_ids, use_cache=False, logits_to_keep=rows).logits  # (N, K, V)
+    return dlm.model(input_ids=input_ids, use_cache=False).logits[:, rows]  # remote code: project all, then slice
 
 
 def shift_logits(logits: torch.Tensor) -> torch.Tensor:

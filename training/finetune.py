@@ -12,14 +12,17 @@ DLM's marginals by decoding.soft (the very code inference uses), followed by the
 lr 1e-5, cosine decay, warmup ratio 0.03, max grad norm 7.0, weight decay 0, batch 1 x 8 accumulation,
 validation every 100 steps keeping the best checkpoint by validation loss, 32k steps.
 
-Data (`--data`, repeatable):
-- a .jsonl file of instruction-response pairs: a chat `messages` list (the last message is the response)
-  or two fields (`--instruction-field`, `--response-field`); rendered with the DLM tokenizer's chat
-  template when it has one; the loss is on the response only;
-- a folder (or a single source file): spans of the files become the response (the editor's infill shape:
-  prefix + middle + EOS padding up to `--budget` + suffix), the rest of the file is context;
+Data (`--data`, repeatable; training.finetune_data):
+- instruction records: a .jsonl file, a .parquet shard, or a folder of them (Ling-Coder-SFT's
+  data/train_000NN_of_00026.parquet): a chat `messages` list of {role, content} (user/assistant or
+  HUMAN/ASSISTANT) or two fields (`--instruction-field`, `--response-field`). The last assistant turn is
+  the response, rendered after the DLM tokenizer's chat template; the loss is on the response only; a
+  response cut at `--max-response` gets no EOS. Records are tokenised once into `--data-cache`;
+- a folder (or a single file) of source code: spans of the files become the response (the editor's infill
+  shape: prefix + middle + EOS padding up to `--budget` + suffix), the rest of the file is context;
 - the word `stdlib`: the training split of the Python standard library, less the "dev" files pretraining
   validates on (held-out files are never read).
+Any other file type is refused.
 
 `--output` becomes a complete HF model folder (config, model.safetensors, tokenizer) holding the best
 checkpoint, loadable by decoding.models.load_ar. With `--lora-rank R` (> 0) only a new LoRA adapter trains
@@ -58,14 +61,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from decoding.config import DEFAULT_TAU
-from decoding.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ExecutorLM, ModelPair, dlm_logits, load_models
+from decoding.models import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ExecutorLM, ModelPair, dlm_logits_at, fold_stop_tokens,
+                             load_models)
 from decoding.soft import align_probs, block_inputs
-from training.corpus import stdlib_files
-from training.data import Example, infill_sequence, pad_response, read_text, sample_infill, source_files
+from training.data import Example
+from training.finetune_data import Dataset
 
 log = logging.getLogger("training.finetune")
 
-CHARS_PER_SOURCE_ITEM = 2000  # a source file yields one sample per this many characters, per epoch
 # the default LoRA targets: every linear projection of attention and MLP (Qwen2/Qwen3/Llama names)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -94,6 +97,8 @@ class FinetuneConfig:
     budget: int = 64
     max_middle: int = 64
     val_samples: int = 500
+    val_batch_size: int = 8
+    data_cache: str = ""
     # optimisation
     lr: float = 1e-5
     warmup_ratio: float = 0.03
@@ -133,7 +138,7 @@ class FinetuneConfig:
         if not 0 <= self.frontier_share <= 1:
             raise ValueError(f"frontier_share must be in [0, 1]; got {self.frontier_share}")
         for name in ("max_length", "max_response", "budget", "max_middle", "batch_size", "grad_accum",
-                     "max_steps", "val_every", "save_every"):
+                     "max_steps", "val_every", "save_every", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.val_samples < 0 or self.threads < 0 or self.max_minutes < 0:
@@ -164,101 +169,7 @@ class FinetuneConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Data: records -> items -> Examples
-
-@dataclass(frozen=True)
-class Item:
-    """One sample slot: a fixed instruction Example, or a source text cut afresh for each (seed, index)."""
-
-    example: Example | None = None
-    text: str | None = None
-
-
-class Dataset:
-    """Training and validation items. A record (a JSONL line, or a source file) lands wholly on one side."""
-
-    def __init__(self, config: FinetuneConfig, tokenizer):
-        self.config = config
-        self.tokenizer = tokenizer
-        self.eos_id = tokenizer.eos_token_id
-        if self.eos_id is None:
-            raise ValueError("the DLM tokenizer has no eos token")
-        records = [r for path in config.data for r in self._records(path)]
-        if len(records) < 2:
-            raise ValueError(f"need at least 2 records (one to train, one to validate); found {len(records)}")
-        order = list(range(len(records)))
-        random.Random(config.seed).shuffle(order)
-        total = sum(len(r) for r in records)
-        wanted = min(config.val_samples, max(1, total // 10)) if config.val_samples else 0  # at most a tenth
-        self.val: list[Item] = []
-        self.train: list[Item] = []
-        for k, i in enumerate(order):
-            side = self.val if len(self.val) < wanted and k < len(order) - 1 else self.train
-            side.extend(records[i])
-        log.info("data: %d training items, %d validation items", len(self.train), len(self.val))
-
-    def example(self, item: Item, rng: random.Random) -> Example:
-        """The Example for one item (source items are cut with `rng`), padded to whole blocks."""
-        cfg = self.config
-        if item.example is not None:
-            return item.example
-        span = None
-        for _ in range(8):  # a few tries: a cut can land on a blank region
-            span = sample_infill(item.text, self.tokenizer, rng, cfg.max_middle)
-            if span is not None:
-                break
-        if span is None:
-            raise ValueError("a source item has no non-blank line")
-        budget = cfg.budget if rng.random() < 0.5 else rng.randint(len(span.middle), cfg.budget)
-        budget += -budget % cfg.block_size  # whole blocks
-        return infill_sequence(span, budget, cfg.max_length, self.eos_id, rng)
-
-    # -- reading
-    def _records(self, path: str) -> list[list[Item]]:
-        if path == "stdlib":
-            # not the "dev" files: pretraining validates on them and tuning tasks are cut from them
-            dev = set(stdlib_files("dev"))
-            return [self._source_items(read_text(p)) for p in stdlib_files("train") if p not in dev]
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise ValueError(f"--data {path}: no such file or folder")
-        if p.is_dir():
-            return [items for f in source_files(p) if (items := self._source_items(read_text(f)))]
-        if p.suffix == ".jsonl":
-            return [[Item(example=self._instruction(json.loads(line), f"{p}:{n}"))]
-                    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
-        return [self._source_items(read_text(p))]
-
-    def _source_items(self, text: str) -> list[Item]:
-        if not text.strip():
-            return []
-        return [Item(text=text)] * max(1, len(text) // CHARS_PER_SOURCE_ITEM)
-
-    def _instruction(self, row: dict, where: str) -> Example:
-        cfg, tok = self.config, self.tokenizer
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: each line must be a JSON object")
-        if cfg.messages_field in row:
-            messages = row[cfg.messages_field]
-            if not isinstance(messages, list) or len(messages) < 2 or not all(
-                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-                raise ValueError(f"{where}: {cfg.messages_field!r} must list at least 2 messages with string 'content'")
-            prompt_messages, response = messages[:-1], messages[-1]["content"]
-        elif cfg.instruction_field in row and cfg.response_field in row:
-            prompt_messages, response = [{"role": "user", "content": str(row[cfg.instruction_field])}], str(row[cfg.response_field])
-        else:
-            raise ValueError(f"{where}: needs {cfg.messages_field!r}, or {cfg.instruction_field!r} and {cfg.response_field!r}")
-        if getattr(tok, "chat_template", None):
-            prompt = tok.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
-        else:
-            prompt = "".join(m["content"] + "\n" for m in prompt_messages)
-        prompt_ids = tok.encode(prompt, add_special_tokens=False)
-        response_ids = tok.encode(response, add_special_tokens=False)[: cfg.max_response - 1] + [self.eos_id]
-        room = cfg.max_length - len(response_ids) - cfg.block_size
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) - room):]
-        return pad_response(Example(prompt_ids + response_ids, len(prompt_ids), len(response_ids)),
-                            cfg.block_size, self.eos_id)
-
+# Data (training.finetune_data): items -> Examples -> batches
 
 def collate(examples: list[Example], eos_id: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Right-pad with EOS (the unused tail of a canvas is EOS). -> ids (N, L), [(start, length)] per row."""
@@ -333,19 +244,28 @@ def ar_block_batch(pair: ModelPair, inputs: torch.Tensor, labels: torch.Tensor, 
 
     inputs, labels: (N, L) from mask_response. Returns embeds (nb, 2B + 2, H) =
     [E(<think>), e_1..e_B, E(</think>), E(y_1)..E(y_B)] and targets (nb, B) = y_1..y_B.
+    The DLM's LM head runs only on the masked blocks' positions (a 152k vocabulary makes the rest the
+    larger part of the forward's memory), and only their rows are soft-maxed.
     """
     dlm, ar, B = pair.dlm, pair.ar, block_size
+    dev = dlm.device
+    rows = torch.tensor([r for r, _ in blocks], device=dev)  # (nb,)
+    pos = torch.tensor([p for _, p in blocks], device=dev)[:, None] + torch.arange(B, device=dev)  # (nb, B)
+    needed = pos.unique()  # (K,) ascending: every position some block needs a marginal for
     with torch.no_grad():
-        probs = dlm_logits(dlm, inputs.to(dlm.device)).float().softmax(-1)  # (N, L, V_dlm) marginals
-    rows = torch.tensor([r for r, _ in blocks], device=probs.device)
-    pos = torch.tensor([p for _, p in blocks], device=probs.device)[:, None] + torch.arange(B, device=probs.device)  # (nb, B)
-    block_probs = align_probs(probs[rows[:, None], pos], pair.alignment)  # (nb, B, V_ar)
-    block_in = inputs.to(probs.device)[rows[:, None], pos]  # (nb, B)
+        logits = dlm_logits_at(dlm, inputs.to(dev), needed)  # (N, K, V_dlm)
+        block_logits = logits[rows[:, None], torch.searchsorted(needed, pos)].float()  # (nb, B, V_dlm)
+        # a turn-end token means EOS, as at inference (decoding.marginals)
+        block_logits = fold_stop_tokens(block_logits, dlm.eos_id, dlm.stop_ids)
+        block_probs = align_probs(block_logits.softmax(-1), pair.alignment)  # (nb, B, V_ar) marginals
+    block_in = inputs.to(dev)[rows[:, None], pos]  # (nb, B)
     committed = torch.where(block_in == dlm.mask_id, torch.full_like(block_in, -1), block_in)  # (nb, B), -1 = masked
-    targets = labels.to(probs.device)[rows[:, None], pos]  # (nb, B)
+    targets = labels.to(dev)[rows[:, None], pos]  # (nb, B)
     assert (targets >= 0).all(), "every position of a masked block has a label"
     E = ar.embeddings
-    prompt = block_inputs(block_probs, committed, E, ar.open_id, ar.close_id, dlm.eos_id)  # (nb, B + 2, H)
+    prompt = block_inputs(block_probs.to(E.device), committed.to(E.device), E, ar.open_id, ar.close_id,
+                          dlm.eos_id)  # (nb, B + 2, H)
+    targets = targets.to(E.device)
     embeds = torch.cat([prompt, E[targets]], dim=1)  # (nb, 2B + 2, H): teacher forcing on the B tokens
     return embeds, targets
 
@@ -354,11 +274,11 @@ def ar_block_loss(model: torch.nn.Module, embeds: torch.Tensor, targets: torch.T
     """Mean CE of the AR on each block's true tokens. -> (loss, number of target tokens).
 
     Position B + 1 (`</think>`) predicts y_1, position B + 1 + k predicts y_{k+1}; the last input position
-    (y_B) predicts nothing.
+    (y_B) predicts nothing, and the LM head runs on the last B + 1 positions only.
     """
     B = targets.shape[1]
-    logits = model(inputs_embeds=embeds.to(_dtype(model)), use_cache=False).logits  # (nb, 2B + 2, V)
-    pred = logits[:, B + 1: 2 * B + 1].float()  # (nb, B, V)
+    logits = model(inputs_embeds=embeds.to(_dtype(model)), use_cache=False, logits_to_keep=B + 1).logits  # (nb, B + 1, V)
+    pred = logits[:, :B].float()  # (nb, B, V): outputs at positions B + 1 .. 2B
     return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1)), targets.numel()
 
 
@@ -403,7 +323,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.data = Dataset(config, self.pair.dlm.tokenizer)
+        self.data = Dataset(config, self.pair.dlm.tokenizer, rank=self.rank)
+        self._orders: dict[int, list[int]] = {}  # epoch -> shuffled training order (the last two kept)
         if not self.data.train:
             raise ValueError("no training items left after the validation split; lower --val-samples")
         self.params = [p for p in self.pair.ar.model.parameters() if p.requires_grad]
@@ -422,12 +343,20 @@ class Trainer:
         for b in range(cfg.batch_size):
             g = ((step * cfg.grad_accum + micro) * self.world + self.rank) * cfg.batch_size + b  # global sample index
             epoch, k = divmod(g, n)
-            order = list(range(n))
-            random.Random(_seed(cfg.seed, "epoch", epoch)).shuffle(order)
-            examples.append(self.data.example(self.data.train[order[k]], random.Random(_seed(cfg.seed, "sample", g))))
+            examples.append(self.data.example(self.data.train[self._epoch_order(epoch)[k]],
+                                              random.Random(_seed(cfg.seed, "sample", g))))
         ids, spans = collate(examples, self.data.eos_id)
         gen = torch.Generator().manual_seed(_seed(cfg.seed, "mask", step, micro, self.rank))
         return mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """The shuffled order of the training items in `epoch` (shuffled once, not per sample)."""
+        if epoch not in self._orders:
+            order = list(range(len(self.data.train)))
+            random.Random(_seed(self.config.seed, "epoch", epoch)).shuffle(order)
+            self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
 
     def forward_loss(self, model: torch.nn.Module, inputs, labels, blocks) -> tuple[torch.Tensor, int]:
         embeds, targets = ar_block_batch(self.pair, inputs, labels, blocks, self.config.block_size)
@@ -436,19 +365,37 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean CE per target token over the validation items, with fixed masks (seeded per item)."""
+        """Mean CE per target token over the validation items, with fixed masks (seeded per item).
+
+        Items go through in batches of val_batch_size; with several processes each validates every
+        world-th item and the sums are all-reduced, so every rank gets the same number.
+        """
         cfg = self.config
-        model = self.pair.ar.model  # unwrapped: rank 0 validates alone, no collective may run
+        model = self.pair.ar.model  # unwrapped: no DDP collective inside the forward
         model.eval()
         total, count = 0.0, 0
-        for i, item in enumerate(self.data.val):
-            ex = self.data.example(item, random.Random(_seed(cfg.seed, "val", i)))
-            ids, spans = collate([ex], self.data.eos_id)
-            gen = torch.Generator().manual_seed(_seed(cfg.seed, "valmask", i))
-            inputs, labels, blocks = mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
-            loss, n = self.forward_loss(model, inputs, labels, blocks)
+        mine = list(range(self.rank, len(self.data.val), self.world))
+        for lo in range(0, len(mine), cfg.val_batch_size):
+            chunk = mine[lo:lo + cfg.val_batch_size]
+            examples = [self.data.example(self.data.val[i], random.Random(_seed(cfg.seed, "val", i))) for i in chunk]
+            ids, spans = collate(examples, self.data.eos_id)  # (n, L)
+            inputs, labels, blocks = [], [], []
+            for row, i in enumerate(chunk):  # each item masked by its own generator: batching changes nothing
+                gen = torch.Generator().manual_seed(_seed(cfg.seed, "valmask", i))
+                x, y, b = mask_response(ids[row:row + 1], spans[row:row + 1], cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
+                inputs.append(x)
+                labels.append(y)
+                blocks.extend((row, lo_) for _, lo_ in b)
+            loss, n = self.forward_loss(model, torch.cat(inputs), torch.cat(labels), blocks)
             total, count = total + float(loss) * n, count + n
         model.train()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            sums = torch.tensor([total, float(count)], dtype=torch.float64,
+                                device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
 
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
@@ -480,15 +427,15 @@ class Trainer:
             self.step += 1
             elapsed = time.monotonic() - start
             self._report(bar, loss_sum, tokens / max(elapsed, 1e-9), elapsed / (self.step - start_step))
-            if self.rank == 0 and (self.step % cfg.val_every == 0 or self.step == cfg.max_steps):
-                self._validate_and_keep()
+            if self.step % cfg.val_every == 0 or self.step == cfg.max_steps:
+                self._validate_and_keep()  # every rank validates its share; rank 0 keeps the best
             if self.rank == 0 and self.step % cfg.save_every == 0:
                 self._save_checkpoint()
             if on_step is not None:
                 on_step(self.step)
+        if self.step % cfg.val_every and self.step != cfg.max_steps:
+            self._validate_and_keep()
         if self.rank == 0:
-            if self.step % cfg.val_every and self.step != cfg.max_steps:
-                self._validate_and_keep()
             self._save_checkpoint()
             tau = self.pair.ar.tau
             kept = f"codila_tau {tau} kept from --ar" if tau is not None else f"none set (decoders use {DEFAULT_TAU})"
@@ -542,6 +489,8 @@ class Trainer:
 
     def _validate_and_keep(self) -> None:
         val = self.validate() if self.data.val else math.inf
+        if self.rank != 0:
+            return
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": self.step, "val_loss": val}) + "\n")
         log.info("step %d: validation loss %.4f (best %.4f)", self.step, val, self.best_val)
@@ -694,8 +643,9 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--dlm", required=True, help="local folder of the frozen DLM (Dream layout or any Qwen2/Qwen3)")
     p.add_argument("--ar", required=True, help="local folder of the AR executor to start from (Qwen3 layout)")
     p.add_argument("--data", action="append", required=True,
-                   help="repeatable: a .jsonl of instruction-response pairs, a folder or file of source code, "
-                        "or 'stdlib' (the training split of the Python standard library, less its dev files)")
+                   help="repeatable: instruction records (a .jsonl or .parquet file, or a folder of them such as "
+                        "Ling-Coder-SFT's data/), a folder or file of source code, or 'stdlib' (the training split "
+                        "of the Python standard library, less its dev files)")
     p.add_argument("--output", required=True, help="folder for the best AR (HF folder), checkpoints/ and metrics.jsonl")
     p.add_argument("--block-size", type=int, default=4, help="B, tokens per AR block (paper: 2, 4 or 8)")
     # masking schedule
@@ -710,11 +660,17 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     # data shape
     p.add_argument("--instruction-field", default=d["instruction_field"].default, help="JSONL field of the instruction")
     p.add_argument("--response-field", default=d["response_field"].default, help="JSONL field of the response")
-    p.add_argument("--messages-field", default=d["messages_field"].default, help="JSONL field of a chat message list (used when present)")
+    p.add_argument("--messages-field", default=d["messages_field"].default,
+                   help="field of a chat message list (used when present; roles user/assistant or HUMAN/ASSISTANT)")
     p.add_argument("--max-length", type=int, default=d["max_length"].default, help="tokens of DLM context per sample")
-    p.add_argument("--max-response", type=int, default=d["max_response"].default, help="response tokens kept (EOS included)")
+    p.add_argument("--max-response", type=int, default=d["max_response"].default, help="response tokens kept (EOS included; a longer response is cut without EOS)")
     p.add_argument("--budget", type=int, default=d["budget"].default, help="source spans: masked region = middle + EOS padding up to this many tokens")
     p.add_argument("--max-middle", type=int, default=d["max_middle"].default, help="source spans: longest middle in tokens")
+    p.add_argument("--val-batch-size", type=int, default=d["val_batch_size"].default,
+                   help="validation items per forward pass (no gradients: larger than --batch-size fits)")
+    p.add_argument("--data-cache", default=d["data_cache"].default,
+                   help="folder of tokenised instruction data, reused by every run on the same files and tokenizer "
+                        "(empty = OUTPUT/data-cache; share one between the B = 2/4/8 runs)")
     p.add_argument("--val-samples", type=int, default=d["val_samples"].default, help="validation items held out, at most a tenth of the data (0 = no validation: the last step is kept)")
     # optimisation
     p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate (AdamW)")
@@ -731,7 +687,9 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore checkpoints in --output and start over")
     p.add_argument("--json-progress", action="store_true", help="print one JSON object per step on stdout (for the language server)")
     p.add_argument("--device", default=d["device"].default, help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default=d["dtype"].default, help="the frozen DLM's dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    p.add_argument("--dtype", default=d["dtype"].default, choices=("auto", "float32", "bfloat16", "float16"),
+                   help="the frozen DLM's dtype: auto (bf16 on CUDA, the checkpoint's own on CPU), float32, bfloat16, "
+                        "float16 (the AR always trains in float32, with bf16 autocast on CUDA)")
     p.add_argument("--gradient-checkpointing", default=d["gradient_checkpointing"].default, choices=("auto", "on", "off"),
                    help="auto = on CUDA only")
     p.add_argument("--trust-remote-code", action="store_true",
