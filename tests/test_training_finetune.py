@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import training.finetune
+import training.finetune_data
 from decoding.models import dlm_logits, load_ar, load_tokenizer
 from decoding.soft import align_probs, block_inputs
 from training.corpus import stdlib_files
@@ -134,7 +134,7 @@ def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_d
     items = data.train + data.val
     assert len(items) == 4 and len(data.val) == 1
     for item in items:
-        ex = item.example
+        ex = data.example(item, random.Random(0))
         assert ex.length % 4 == 0
         response = tok.decode(ex.ids[ex.start:ex.start + ex.length])
         prompt = tok.decode(ex.ids[:ex.start])
@@ -145,7 +145,7 @@ def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_d
 
 def test_stdlib_data_is_the_training_split_less_the_dev_files(tiny_model_dirs, tmp_path, monkeypatch):
     read = []
-    monkeypatch.setattr(training.finetune, "read_text", lambda path: read.append(path) or "x = 1\n")
+    monkeypatch.setattr(training.finetune_data, "read_text", lambda path: read.append(path) or "x = 1\n")
     Dataset(dataclasses.replace(_config(tmp_path), data=("stdlib",)), load_tokenizer(tiny_model_dirs[0]))
     dev = set(stdlib_files("dev"))
     assert dev and set(read) == set(stdlib_files("train")) - dev
