@@ -294,6 +294,18 @@ def _check_adapter(folder: Path) -> dict:
     return spec
 
 
+def truncate_layers(model: PreTrainedModel, layers: object, where: str = "executor_layers") -> None:
+    """Keep the first `layers` decoder layers of a causal LM (the final norm and LM head stay): a shallower
+    AR executor, whose cost per block is proportional to its depth."""
+    blocks = model.get_decoder().layers
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= len(blocks):
+        raise ValueError(f"{where} must be an integer in 1..{len(blocks)}; got {layers!r}")
+    model.get_decoder().layers = blocks[:layers]
+    model.config.num_hidden_layers = layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:layers]
+
+
 def merge_adapters(model: PreTrainedModel, source: ModelSource) -> PreTrainedModel:
     """Merge each LoRA adapter of `source` into the model's weights (merge_and_unload: plain modules again),
     then set the adapters' CoDiLA config keys on model.config."""
@@ -407,6 +419,9 @@ def load_ar(
         device_map=dev,
     )
     _check_loading(source.base, info)
+    layers = raw.get("codila_executor_layers")
+    if layers is not None:  # a shallower executor: its adapter was trained on the base's first layers only
+        truncate_layers(model, layers, f"{source.folder}/config.json: codila_executor_layers")
     model = merge_adapters(model, source)
     tau = getattr(model.config, "codila_tau", None)
     if tau is not None:

@@ -230,3 +230,18 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_model_dirs,
     b = load_file(tmp_path / "cut" / "checkpoints" / "step-00000004" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
+
+
+def test_a_shallow_lora_executor_with_its_own_boundary_tokens_loads_as_trained(tiny_model_dirs, tmp_path):
+    """--executor-layers / --boundary-tokens are properties of the AR: written to its config, honoured at load."""
+    _write_data(tmp_path)
+    config = _small_run(tmp_path, tiny_model_dirs, tmp_path / "shallow", lora_rank=4, executor_layers=1,
+                        boundary_tokens=("<|mask|>", "<think>"), max_steps=2)
+    finetune(config)
+    ar = load_ar(tmp_path / "shallow", device="cpu", dtype="float32")
+    assert len(ar.model.get_decoder().layers) == 1 and ar.model.config.num_hidden_layers == 1
+    assert ar.tokenizer.convert_ids_to_tokens([ar.open_id, ar.close_id]) == ["<|mask|>", "<think>"]
+    full = load_ar(tiny_model_dirs[1], device="cpu", dtype="float32")
+    assert len(full.model.get_decoder().layers) == 2  # the base itself is untouched
+    with pytest.raises(ValueError, match="executor_layers"):
+        FinetuneConfig(**{**dataclasses.asdict(config), "executor_layers": -1})

@@ -61,8 +61,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from decoding.config import DEFAULT_TAU
+from decoding.base import BASE_PREFIX
 from decoding.models import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ExecutorLM, ModelPair, dlm_logits_at, fold_stop_tokens,
-                             load_models)
+                             load_models, truncate_layers)
 from decoding.soft import align_probs, block_inputs
 from training.data import Example
 from training.finetune_data import Dataset
@@ -125,6 +126,11 @@ class FinetuneConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = LORA_TARGETS
     lora_train_tokens: tuple[str, ...] = ("boundary",)
+    # the executor's shape: its boundary tokens (empty = the AR's own, see load_ar) and depth (0 = every layer)
+    boundary_tokens: tuple[str, ...] = ()
+    executor_layers: int = 0
+    # source spans laid out as inference's token healing lays them out (decoding.healing)
+    token_healing: bool = True
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -155,6 +161,10 @@ class FinetuneConfig:
             raise ValueError("lora_rank must be >= 0 (0 = full fine-tune) and lora_alpha positive")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+        if self.boundary_tokens and len(self.boundary_tokens) != 2:
+            raise ValueError(f"boundary_tokens must name two tokens; got {self.boundary_tokens!r}")
+        if self.executor_layers < 0:
+            raise ValueError(f"executor_layers must be >= 0 (0 = every layer); got {self.executor_layers}")
         if self.lora_rank and not self.lora_targets:
             raise ValueError("a LoRA fine-tune needs at least one target module (--lora-targets)")
 
@@ -311,7 +321,10 @@ class Trainer:
         # the AR trains in float32 (autocast to bf16 on CUDA); the frozen DLM runs in the resolved dtype.
         # An adapter folder given as --ar is merged at load: a LoRA run then trains a new adapter on top.
         self.pair = load_models(config.dlm, config.ar, device=device, dtype=config.dtype,
-                                trust_remote_code=config.trust_remote_code)
+                                trust_remote_code=config.trust_remote_code,
+                                boundary_tokens=tuple(config.boundary_tokens) or None)
+        if config.executor_layers:  # a shallower executor: the first k layers of the AR, then the adapter
+            truncate_layers(self.pair.ar.model, config.executor_layers)
         self.pair.ar.model = trainable_ar(self.pair.ar, config)
         self.device = self.pair.ar.device
         use_ckpt = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and self.device.type == "cuda")
@@ -513,8 +526,12 @@ class Trainer:
         config.codila_finetune_lr = self.config.lr
         config.codila_block_size = self.config.block_size
         config.codila_boundary_tokens = ar.tokenizer.convert_ids_to_tokens([ar.open_id, ar.close_id])
+        if self.config.executor_layers:
+            config.codila_executor_layers = self.config.executor_layers
         if self.config.lora_rank:
-            model.peft_config["default"].base_model_name_or_path = str(Path(self.config.ar).expanduser().resolve())
+            base = self.config.ar  # base:NAME stays a name (resolved at load); a path becomes absolute
+            model.peft_config["default"].base_model_name_or_path = (
+                base if base.startswith(BASE_PREFIX) else str(Path(base).expanduser().resolve()))
             model.save_pretrained(tmp, safe_serialization=True)
             (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
             config.save_pretrained(tmp)  # the base's config with the codila_* keys: they override the base's
@@ -696,6 +713,13 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
                    help="allow the checkpoints' own Python code (off: Dream loads as Qwen2 without it)")
     p.add_argument("--threads", type=int, default=d["threads"].default, help="torch CPU threads (0 = torch's default)")
     # LoRA
+    p.add_argument("--boundary-tokens", type=_names, default=d["boundary_tokens"].default,
+                   help="OPEN,CLOSE: the tokens around the soft block (unset = the AR's codila_boundary_tokens, "
+                        "else <think>,</think>); written into the output's config.json")
+    p.add_argument("--executor-layers", type=int, default=d["executor_layers"].default,
+                   help="train and ship only the AR's first K layers (0 = all): a shallower, faster executor")
+    p.add_argument("--no-token-healing", dest="token_healing", action="store_false",
+                   help="cut source spans at the cursor as they are (default: laid out as token healing does)")
     p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default,
                    help="LoRA rank R (0 = full fine-tune; else --output is a peft adapter folder over --ar)")
     p.add_argument("--lora-alpha", type=float, default=d["lora_alpha"].default, help="LoRA alpha (unset = 2 x rank)")

@@ -342,7 +342,7 @@ class Dataset:
         text = self.texts[item.key]
         span = None
         for _ in range(8):  # a few tries: a cut can land on a blank region
-            span = sample_infill(text, self.tokenizer, rng, cfg.max_middle)
+            span = sample_infill(text, self.tokenizer, rng, cfg.max_middle, heal=cfg.token_healing)
             if span is not None:
                 break
         if span is None:
