@@ -143,9 +143,12 @@ def test_readme_lists_every_server_setting_with_its_default():
     section = readme[readme.index("<!-- section: server -->"):readme.index("<!-- end section: server -->")]
     cells = [re.split(r"(?<!\\)\|", line)[1:4] for line in section.splitlines() if line.startswith("| `")]
     names = {row.editor_name for row in SETTINGS}
-    listed = [(name.strip(" `"), default.strip()) for name, _, default in cells if name.strip(" `") in names]
-    assert [name for name, _ in listed] == [row.editor_name for row in SETTINGS]
-    for (name, default), row in zip(listed, SETTINGS):
+    listed = [(name.strip(" `"), kind.strip(), default.strip()) for name, kind, default in cells
+              if name.strip(" `") in names]
+    assert [name for name, _, _ in listed] == [row.editor_name for row in SETTINGS]
+    for (name, kind, default), row in zip(listed, SETTINGS):
+        words = {bool: "bool", int: "int", float: "number", str: "string"}[row.kind]
+        assert kind == words + (" \\| null" if row.nullable else ""), name
         assert _readme_value(default) == row.default, name
 
 
