@@ -22,9 +22,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -149,8 +150,7 @@ class Engine:
     async def complete(self, doc: TextDocument, position: types.Position, request_id: Any, method: str,
                        invoked: bool) -> Answer:
         """The completion at `position` (UTF-16) in `doc`; its text is "" when there is none to offer."""
-        job, record = self._open_job(doc.uri, request_id, method, Path(doc.uri).name)
-        try:
+        with self._job(doc.uri, request_id, method, doc.uri) as (job, record):
             context = text.context_at(doc, position)
             record.describe(context)
             self.ledger.last_context = context
@@ -164,42 +164,22 @@ class Engine:
                 record.debounce_ms = (time.perf_counter() - started) * 1000
             completion = await self._run(job, record, models, context, settings, self.cache)
             return Answer(completion.text if completion else "", context)
-        except asyncio.CancelledError:  # $/cancelRequest: pygls cancelled this task; stop the decode too
-            job.stop("cancelled")
-            record.outcome = "cancelled"
-            raise
-        except Exception as err:
-            record.outcome = "invalid" if isinstance(err, JsonRpcInvalidParams) else "error"
-            record.error = f"{type(err).__name__}: {err}"
-            raise
-        finally:
-            self._close_job(job, record)
 
     async def infill(self, context: Context, request_id: Any, progress: Progress) -> Completion | None:
         """Regenerate `context.range` (command codila.infillSelection); None when stopped by the user."""
         if self.models is None:
             raise NotReady("the models are not loaded yet" if self.state == "loading"
                            else "the models failed to load (see the earlier message)")
-        job, record = self._open_job(None, request_id, "infillSelection", Path(context.uri).name)
-        record.describe(context)
-        progress.on_cancel(lambda: job.stop("cancelled"))
         budget = self.settings.max_new_tokens
 
         def on_step(step: Any) -> None:  # model thread; progress hands it to the event loop
             done = budget - step.remaining
             progress.report(f"{done}/{budget} tokens", int(100 * done / budget))
 
-        try:
+        with self._job(None, request_id, "infillSelection", context.uri) as (job, record):
+            record.describe(context)
+            progress.on_cancel(lambda: job.stop("cancelled"))
             return await self._run(job, record, self.models, context, self.settings, None, on_step)
-        except asyncio.CancelledError:
-            job.stop("cancelled")
-            record.outcome = "cancelled"
-            raise
-        except Exception as err:
-            record.outcome, record.error = "error", f"{type(err).__name__}: {err}"
-            raise
-        finally:
-            self._close_job(job, record)
 
     async def _run(self, job: Job, record: Record, models: Any, context: Context, settings: ServerSettings,
                    cache: SuggestionCache | None, on_step: Callable[[Any], None] | None = None) -> Completion | None:
@@ -244,27 +224,37 @@ class Engine:
         if (hook := self._cancel_hooks.get(request_id)) is not None:
             hook()
 
-    def _open_job(self, uri: str | None, request_id: Any, method: str, doc: str) -> tuple[Job, Record]:
-        """A job and its record; a newer completion for the same document stops the older one."""
+    @contextmanager
+    def _job(self, uri: str | None, request_id: Any, method: str, doc_uri: str) -> Iterator[tuple[Job, Record]]:
+        """A request's job and record, logged when it ends. A newer completion for the same document (`uri`;
+        None for an infill) stops the older one; a cancelled task stops its job too."""
         self.ledger.count("requests")
-        job = Job(request_id, uri or "")
+        job, record = Job(request_id, uri or ""), Record(request_id, method, Path(doc_uri).name)
         if uri is not None:
             if (older := self._jobs_by_doc.get(uri)) is not None:
                 older.stop("superseded")
             self._jobs_by_doc[uri] = job
         if request_id is not None:
             self._jobs_by_request[request_id] = job
-        return job, Record(request_id, method, doc)
-
-    def _close_job(self, job: Job, record: Record) -> None:
-        if self._jobs_by_doc.get(job.uri) is job:
-            del self._jobs_by_doc[job.uri]
-        self._jobs_by_request.pop(job.request_id, None)
-        record.total_ms = (time.perf_counter() - job.arrived) * 1000
-        record.server_ms = max(0.0, record.total_ms - record.debounce_ms - record.decode_ms)
-        self.ledger.finish(record)
-        if record.outcome in ("ok", "empty", "cache"):
-            self._status(self.state, self._note(record))
+        try:
+            yield job, record
+        except asyncio.CancelledError:  # $/cancelRequest: pygls cancelled the handler's task
+            job.stop("cancelled")
+            record.outcome = "cancelled"
+            raise
+        except Exception as err:
+            record.outcome = "invalid" if isinstance(err, JsonRpcInvalidParams) else "error"
+            record.error = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            if self._jobs_by_doc.get(job.uri) is job:
+                del self._jobs_by_doc[job.uri]
+            self._jobs_by_request.pop(job.request_id, None)
+            record.total_ms = (time.perf_counter() - job.arrived) * 1000
+            record.server_ms = max(0.0, record.total_ms - record.debounce_ms - record.decode_ms)
+            self.ledger.finish(record)
+            if record.outcome in ("ok", "empty", "cache"):
+                self._status(self.state, self._note(record))
 
     # ------------------------------------------------------------------ settings and models
     async def startup(self, initial: Any, pull: Callable[[], Awaitable[Any]]) -> None:
