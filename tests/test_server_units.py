@@ -363,3 +363,25 @@ def test_pygls_cancellation_is_as_this_override_expects():
     # the hook the override uses: called with the request id of every $/cancelRequest
     assert "_handle_cancel_notification" in vars(CodilaProtocol)
     assert list(inspect.signature(LanguageServerProtocol._handle_cancel_notification).parameters) == ["self", "msg_id"]
+
+
+def test_typing_through_a_suggestion_skips_the_debounce(tiny_models):
+    """An automatic request the suggestion cache can answer does not wait debounceMs: it is answered from
+    the cache by the pipeline at once; one it cannot answer waits."""
+    async def scenario():
+        engine = Engine(FakeEditor())
+        engine.settings = ServerSettings(max_new_tokens=4, debounce_ms=200, syntax_check="off")
+        engine.models = tiny_models
+        first = await engine.complete(doc("x = \n"), types.Position(line=0, character=4), "r1", "inlineCompletion",
+                                      invoked=True)
+        typed = doc(f"x = {first.text[0]}\n")
+        rest = await engine.complete(typed, types.Position(line=0, character=5), "r2", "inlineCompletion",
+                                     invoked=False)
+        other = await engine.complete(doc("y = \n"), types.Position(line=0, character=4), "r3", "inlineCompletion",
+                                      invoked=False)
+        engine.close()
+        return first.text, rest.text, list(engine.ledger.recent)
+
+    first, rest, records = asyncio.run(scenario())
+    assert len(first) >= 2 and rest == first[1:]
+    assert [(r["outcome"], r["debounceMs"] > 0) for r in records] == [("ok", False), ("cache", False), ("ok", True)]
