@@ -3,6 +3,7 @@
     SPEC    := METHOD [":" ARGUMENTS]
     METHOD  := "dlm" | "codila" | "codila-top1"      the decoder alone, on the harness's protocol
              | "preset"                             the editor's whole pipeline: ARGUMENTS = NAME [",", SETTING...]
+             | "ar"                                 a plain causal LM from the prefix: ARGUMENTS = [model=PATH]
     SETTING := KEY "=" VALUE
 
 Two kinds, because they answer two questions:
@@ -32,6 +33,8 @@ below and add its parser to PARSERS.
     codila:b=4,budget_ms=300,kv=dual
     preset:balanced         what the editor runs at its default settings
     preset:fast,max_new_tokens=32,syntax_check=off
+    ar                      the executor's base as a plain left-to-right completer (decoding.complete)
+    ar:model=base:smollm2-135m
 """
 
 from __future__ import annotations
@@ -133,6 +136,34 @@ class PresetSpec:
                       (time.perf_counter() - started) * 1000)
 
 
+@dataclass(frozen=True)
+class ArSpec:
+    """The plain left-to-right baseline (decoding.complete): a causal LM completing from the prefix alone, with
+    token healing, stopping as an editor tool does. `model`: a folder, base:NAME or .gguf; None = the executor's
+    base (the model the AR executor was fine-tuned from, before its adapter), so each table shows what the
+    executor's own base gives a user without the DLM."""
+
+    spec: str
+    model: str | None = None
+    uses_length = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "ar", "model": self.model or "the executor's base", "decoding": "greedy",
+                "token_healing": True}
+
+    def infill(self, models: Any, task: Task, max_new_tokens: int, max_context: int) -> Middle:
+        """Up to max_new_tokens, from the last max_context - max_new_tokens prefix tokens (the suffix only says
+        where to stop: the model cannot read it)."""
+        from decoding.complete import complete, load_plain_ar
+
+        ar = models.ar
+        model, tokenizer = load_plain_ar(self.model or ar.model.name_or_path, ar.device, ar.model.dtype)
+        started = time.perf_counter()
+        result = complete(model, tokenizer, task.prompt, task.suffix, max_new_tokens,
+                          max_prefix_tokens=max(0, max_context - max_new_tokens))
+        return Middle(result.text, result.stats.as_dict(), max_new_tokens, (time.perf_counter() - started) * 1000)
+
+
 def task_context(task: Task) -> Context:
     """The task as the editor sees it: a document prompt + suffix, the cursor at the gap (UTF-16), split
     by the server's own lsp_server.text.context_at."""
@@ -171,9 +202,20 @@ def _preset_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> 
     return PresetSpec(spec, ServerSettings(preset=name.strip(), **_settings(rest, PRESET_ROWS, PRESET_ALIASES)))
 
 
+def _ar_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> ArSpec:
+    values = {}
+    for item in filter(None, (part.strip() for part in arguments.split(","))):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if key != "model" or not eq or not value or values:
+            raise ValueError(f"ar takes one setting, model=PATH (default: the executor's base); got {item!r}")
+        values["model"] = value
+    return ArSpec(spec, **values)
+
+
 PARSERS: dict[str, Callable[[str, str, str, DecodeConfig], Decoder]] = {
     **{method: _decoder_spec for method in METHODS},
     "preset": _preset_spec,
+    "ar": _ar_spec,
 }
 
 

@@ -12,10 +12,12 @@ what a user would get from the executor's base alone.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from decoding.base import resolve_model_path
 from decoding.healing import Healing, TokenTexts, heal_prefix
 from decoding.loop import DecodeResult, DecodeStats
 
@@ -79,6 +81,18 @@ def stop_rule(prefix: str, suffix: str):
         return None
 
     return rule
+
+
+@lru_cache(maxsize=2)
+def load_plain_ar(path: str, device: torch.device, dtype: torch.dtype):
+    """(model, tokenizer) of a plain causal LM (a folder, base:NAME or .gguf), loaded once per process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model_path(path)
+    if (folder / "adapter_config.json").exists():
+        raise ValueError(f"{path} is an adapter folder; give the plain model it was trained from")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
 
 
 @torch.inference_mode()

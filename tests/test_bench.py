@@ -50,13 +50,20 @@ def test_a_preset_spec_is_the_editor_settings_of_that_preset():
     assert parse_spec("codila:b=4").uses_length
 
 
+def test_an_ar_spec_names_the_plain_baseline_and_its_model():
+    plain = parse_spec("ar")
+    assert plain.model is None and plain.uses_length and plain.describe()["model"] == "the executor's base"
+    assert parse_spec("ar:model=base:smollm2-135m").model == "base:smollm2-135m"
+
+
 def test_spec_settings_go_on_top_of_the_harness_base_config():
     assert parse_spec("codila:b=4", DecodeConfig(seed=7)).config.seed == 7
     assert parse_spec("codila:b=4,seed=3", DecodeConfig(seed=7)).config.seed == 3
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("beam:k=1", "method must be one of codila, codila-top1, dlm, preset"),
+    ("beam:k=1", "method must be one of codila, codila-top1, dlm, preset, ar"),
+    ("ar:k=1", "ar takes one setting, model=PATH"),
     ("dlm:q=1", "unknown key 'q'; valid keys: k, conf, b, budget_ms, kv, block_size"),
     ("dlm:k=two", "tokens_per_step='two' is not a valid integer"),
     ("dlm:k", "'k' is not KEY=VALUE"),
