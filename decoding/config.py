@@ -24,7 +24,7 @@ METHODS = ("codila", "codila-top1", "dlm")
 MODES = ("static", "dynamic")
 KV_CACHES = ("none", "prefix", "dual")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-AR_BACKENDS = ("torch", "vllm")
+AR_BACKENDS = ("torch",)  # the vLLM backend was removed: README, "Why there is no vLLM backend"
 DEFAULT_TAU = 0.5  # dynamic threshold for an AR that does not name its own (`codila_tau`)
 _KINDS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -175,9 +175,10 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
             pattern=r"\S", pattern_message="a folder path or null (the default model)", flag="--ar"),
     Setting("device", str, "auto", "auto = cuda when available, else cpu; or cpu, cuda, cuda:N",
             pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)$", pattern_message="auto, cpu, cuda or cuda:N"),
-    Setting("dtype", str, "auto", "auto = bfloat16 on cuda, float32 on cpu", choices=DTYPES),
-    Setting("ar_backend", str, "torch", "run the AR executor with transformers or vLLM (GPU, vLLM >= 0.11)",
-            choices=AR_BACKENDS),
+    Setting("dtype", str, "auto", "auto = bfloat16 on cuda; on cpu the checkpoint's own (the default model: "
+            "bfloat16), float32 when it names none", choices=DTYPES),
+    Setting("ar_backend", str, "torch", "the AR executor's runtime: torch (transformers); the vLLM backend was "
+            "removed (README)", choices=AR_BACKENDS),
     Setting("trust_remote_code", bool, False, "allow the checkpoints' own Python code (off: Dream loads as "
             "Qwen2 without it)"),
 )

@@ -328,7 +328,7 @@ H.settings_schema = {
   arPath = { type = 'string', nullable = true, pattern = { '%S' }, pattern_message = 'a folder path (or vim.NIL)' },
   device = { type = 'string', pattern = { '^auto$', '^cpu$', '^cuda$', '^cuda:%d+$' }, pattern_message = 'auto, cpu, cuda or cuda:N' },
   dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16' } },
-  arBackend = { type = 'string', enum = { 'torch', 'vllm' } },
+  arBackend = { type = 'string', enum = { 'torch' } },
   trustRemoteCode = { type = 'boolean' },
   method = { type = 'string', enum = { 'codila', 'codila-top1', 'dlm' }, nullable = true },
   blockSize = { type = 'integer', min = 1, max = 16, nullable = true },
