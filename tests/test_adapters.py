@@ -102,18 +102,17 @@ def test_relative_base_own_config_keys_and_own_tokenizer_win(tiny_model_dirs, tm
     assert load_ar(tmp_path / "models" / "base", device="cpu", dtype="float32").tokenizer.model_max_length != 777
 
 
-def test_load_models_and_the_cli_take_adapter_folders(tiny_model_dirs, tmp_path):
-    from tests.test_decoding_cli import _cli
+def test_load_models_and_the_cli_take_adapter_folders(tiny_model_dirs, tmp_path, capsys):
+    from decoding.__main__ import main
 
     dlm_dir, ar_dir = tiny_model_dirs
     _adapter(load_dlm(dlm_dir, device="cpu", dtype="float32").model, tmp_path / "dlm-lora", dlm_dir)
     _adapter(_plain_ar(ar_dir), tmp_path / "ar-lora", ar_dir)
     pair = load_models(tmp_path / "dlm-lora", tmp_path / "ar-lora", device="cpu", dtype="float32")
     assert int(pair.alignment.shared.sum()) == pair.dlm.vocab_size - 1
-    out = _cli(["--dlm", str(tmp_path / "dlm-lora"), "--ar", str(tmp_path / "ar-lora"), "--device", "cpu",
-                "--prefix", "def f(x):\n    ", "--max-new-tokens", "8", "--mode", "static", "--json"])
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["stats"]["iterations"] == 2
+    assert main(["--dlm", str(tmp_path / "dlm-lora"), "--ar", str(tmp_path / "ar-lora"), "--device", "cpu",
+                 "--prefix", "def f(x):\n    ", "--max-new-tokens", "8", "--mode", "static", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["iterations"] == 2
 
 
 def test_bad_adapters_are_refused_at_load(tiny_model_dirs, tmp_path):

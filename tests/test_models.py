@@ -243,3 +243,24 @@ def test_loaded_models_build_no_autograd_graph_in_decoding(tiny_models):
     probs = torch.softmax(torch.randn(2, 4, pair.ar.embeddings.shape[0]), -1)
     x = block_inputs(probs, torch.full((2, 4), -1), pair.ar.embeddings, pair.ar.open_id, pair.ar.close_id, 0)
     assert x.grad_fn is None and not x.requires_grad  # the soft-embedding matmul records nothing
+
+
+def test_weights_load_straight_onto_the_device_in_the_checkpoints_dtype(tiny_model_dirs, monkeypatch):
+    """No staging copy in host memory: from_pretrained places the weights (device_map) in the resolved dtype."""
+    import transformers
+
+    from decoding.models import load_ar, resolve_dtype
+
+    seen = []
+    original = transformers.AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    load_ar(tiny_model_dirs[1], device="cpu")
+    assert seen[0]["device_map"] == torch.device("cpu") and seen[0]["dtype"] == torch.float32
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_dtype("auto", cpu, "bfloat16") == torch.bfloat16 and resolve_dtype("auto", cpu, None) == torch.float32
+    assert resolve_dtype("auto", cuda, "float32") == torch.bfloat16 and resolve_dtype("float32", cpu, "bfloat16") == torch.float32
