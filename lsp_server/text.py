@@ -25,6 +25,7 @@ from verify import language_for
 
 CHARS_PER_TOKEN = 8  # a generous upper bound for code: the character cut before tokenizing never bites first
 MAX_OVERLAP = 400  # characters of the suffix compared with the end of a completion
+TIDY_SAMPLE = 20_000  # characters each side of the cursor that tidying reads (lines, indentation)
 BINARY_CONTROL_SHARE = 0.1  # more control characters than this in the visible context: binary content
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
 _BRACKETS = {")": "(", "]": "[", "}": "{"}
@@ -107,8 +108,8 @@ def looks_binary(text: str) -> bool:
 
 def tidy(text: str, context: Context) -> str:
     """The completion as the editor should show it: no repeat of what follows the cursor, the file's indents."""
-    text = strip_overlap(text, context.suffix)
-    return match_indentation(text, indent_unit(context.prefix[-20_000:] + context.suffix[:20_000]))
+    text = strip_overlap(text, context.suffix[:TIDY_SAMPLE])
+    return match_indentation(text, indent_unit(context.prefix[-TIDY_SAMPLE:] + context.suffix[:TIDY_SAMPLE]))
 
 
 def strip_overlap(text: str, suffix: str) -> str:
