@@ -20,7 +20,7 @@ RNG, counters; loaded with weights_only) and `export/`, a loadable model folder 
 the base, or the full model in bfloat16), both atomically. Re-running the same command continues where the
 last checkpoint left off, for `--max-minutes` more. The learning rate is constant after warmup so a run can
 go on over several sessions. `metrics.jsonl` gets the training curve and fixed-mask validation accuracy.
-Sources: the training split of the standard library, plus `--extra-source` folders (permissively licensed
+Sources: the training split of the standard library (`--no-stdlib` leaves it out), plus `--extra-source` folders (permissively licensed
 Python the install already has); the benchmark's held-out files are never read.
 """
 
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from decoding.base import resolve_model_path
 from decoding.models import make_bidirectional
-from training.corpus import stdlib_files
+from training.corpus import is_heldout_path, stdlib_files
 from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
 
 log = logging.getLogger("training.adapt")
@@ -62,6 +62,7 @@ class AdaptConfig:
     mask_token: str = "<empty_output>"
     eos_token: str = "<|endoftext|>"
     extra_sources: tuple[str, ...] = ()
+    stdlib: bool = True
     seq_len: int = 256
     batch_size: int = 8
     lr: float = 5e-4
@@ -79,6 +80,7 @@ class AdaptConfig:
     log_every: int = 10
     threads: int = 2
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
@@ -147,10 +149,13 @@ class Sources:
     """Training texts (token stream for windows, raw texts for editor samples) and validation texts."""
 
     def __init__(self, config: AdaptConfig, tokenizer, eos_id: int):
-        files = stdlib_files("train")
-        for folder in config.extra_sources:
-            files.extend(f for f in source_files(Path(folder)) if f.suffix == ".py")
+        files = stdlib_files("train") if config.stdlib else []
+        for folder in config.extra_sources:  # never the benchmark's files, even where a folder holds them
+            files.extend(f for f in source_files(Path(folder)) if f.suffix == ".py" and not is_heldout_path(f))
         train, val = split_validation(sorted(set(files)))
+        if not train or not val:
+            raise ValueError(f"{len(files)} source files give {len(train)} training and {len(val)} validation files "
+                             "(one in 50 validates): add sources")
         self.texts = [t for t in (read_text(p) for p in train) if t.strip()]
         self.val_texts = [t for t in (read_text(p) for p in val) if t.strip()]
         self.weights = [len(t) for t in self.texts]
@@ -198,7 +203,7 @@ def make_batch(src: Sources, tokenizer, config: AdaptConfig, rng: random.Random,
         if rng.random() < 0.5:
             masked[i] = torch.rand(seq, generator=_gen(rng)) < t
         else:
-            width = rng.randint(1, 64)
+            width = rng.randint(1, min(64, seq - 2))
             start = rng.randrange(1, seq - width)
             masked[i, start:start + width] = True
         masked[i, 0] = False if masked[i, 1:].any() else masked[i, 0]
@@ -215,7 +220,7 @@ def _gen(rng: random.Random) -> torch.Generator:
 def loss_on(model, inputs: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the masked positions of the batch."""
     rows = masked.nonzero()  # (M, 2)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=inputs.device.type == "cpu"):
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
         logits = masked_logits(model, inputs, rows)  # (M, V)
     return F.cross_entropy(logits.float(), targets[masked])
 
@@ -257,12 +262,14 @@ class Validation:
     def __call__(self, model) -> dict:
         model.eval()
         out = {}
-        for name, (inputs, targets, m) in self.sets.items():
+        device = next(model.parameters()).device
+        for name, batch in self.sets.items():
+            inputs, targets, m = (x.to(device) for x in batch)
             hits = total = 0
             ce = 0.0
             for i in range(0, len(inputs), 8):
                 rows = m[i:i + 8].nonzero()
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
                     logits = masked_logits(model, inputs[i:i + 8], rows).float()
                 true = targets[i:i + 8][m[i:i + 8]]
                 hits += int((logits.argmax(-1) == true).sum())
@@ -322,6 +329,8 @@ def adapt(config: AdaptConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model, tokenizer, mask_id, eos_id = load_base_as_dlm(config)
+    device = torch.device(config.device)
+    model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("%s: %.2fM trainable of %.1fM parameters; mask %d, eos %d", config.method,
              sum(p.numel() for p in trainable) / 1e6, sum(p.numel() for p in model.parameters()) / 1e6,
@@ -330,7 +339,7 @@ def adapt(config: AdaptConfig) -> Path:
     state = {"step": 0, "tokens": 0, "seconds": 0.0, "rng": random.Random(config.seed).getstate()}
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=True)
+        saved = torch.load(ckpt, weights_only=True, map_location="cpu")
         missing = set(n for n, p in model.named_parameters() if p.requires_grad) ^ set(saved["trainable"])
         if missing:
             raise ValueError(f"{ckpt} does not match this configuration (parameters {sorted(missing)[:3]}...)")
@@ -364,7 +373,7 @@ def adapt(config: AdaptConfig) -> Path:
         lr = config.lr * min(1.0, (state["step"] + 1) / config.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        inputs, targets, masked = make_batch(src, tokenizer, config, rng, mask_id, eos_id)
+        inputs, targets, masked = (x.to(device) for x in make_batch(src, tokenizer, config, rng, mask_id, eos_id))
         loss = loss_on(model, inputs, targets, masked)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -418,6 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eos-token", default="<|endoftext|>", help="end of middle / padding token")
     p.add_argument("--extra-source", action="append", default=[], dest="extra_sources",
                    help="a folder of Python source to train on as well (repeatable)")
+    p.add_argument("--stdlib", action=argparse.BooleanOptionalAction, default=True,
+                   help="train on the standard library's training split (--no-stdlib: only the --extra-source folders)")
     # optimisation
     p.add_argument("--seq-len", type=int, default=256, help="tokens per sample")
     p.add_argument("--batch-size", type=int, default=8, help="samples per step")
@@ -438,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seeds data and masking")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the model trains (bf16 autocast on both)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     values = vars(args)

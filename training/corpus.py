@@ -29,6 +29,17 @@ def is_heldout(relpath: str) -> bool:
     return int.from_bytes(digest[:8], "big") % HELDOUT_MODULUS == 0
 
 
+def is_heldout_path(path: Path, root: Path | None = None) -> bool:
+    """True for a file that is one of the stdlib's held-out files, wherever it was found (say, in a folder a
+    user passed as more training data that happens to be the stdlib)."""
+    root = (root or stdlib_root()).resolve()
+    try:
+        rel = Path(path).resolve().relative_to(root)
+    except ValueError:
+        return False
+    return is_heldout(rel.as_posix())
+
+
 def stdlib_files(split: str = "train", root: Path | None = None) -> list[Path]:
     """Library .py files of the stdlib, sorted. split: "train", "heldout", "all" or "dev".
 
