@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from decoding.base import resolve_model_path
 from decoding.models import make_bidirectional
-from training.corpus import is_heldout_path, stdlib_files
+from training.corpus import stdlib_files
 from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
 
 log = logging.getLogger("training.adapt")
@@ -150,8 +150,8 @@ class Sources:
 
     def __init__(self, config: AdaptConfig, tokenizer, eos_id: int):
         files = stdlib_files("train") if config.stdlib else []
-        for folder in config.extra_sources:  # never the benchmark's files, even where a folder holds them
-            files.extend(f for f in source_files(Path(folder)) if f.suffix == ".py" and not is_heldout_path(f))
+        for folder in config.extra_sources:  # source_files drops the benchmark's held-out files
+            files.extend(f for f in source_files(Path(folder)) if f.suffix == ".py")
         train, val = split_validation(sorted(set(files)))
         if not train or not val:
             raise ValueError(f"{len(files)} source files give {len(train)} training and {len(val)} validation files "

@@ -63,10 +63,14 @@ def split_validation(files: list[Path], modulus: int = VALIDATION_MODULUS) -> tu
 
 
 def source_files(folder: Path) -> list[Path]:
-    """Source files under `folder` (by suffix), skipping VCS, dependency and build folders; sorted."""
+    """Source files under `folder` (by suffix), skipping VCS, dependency and build folders, and the benchmark's
+    held-out stdlib files wherever they turn up (a folder that is or holds the stdlib); sorted."""
+    from training.corpus import is_heldout_path  # corpus imports this module
+
     folder = Path(folder)
     files = [f for f in sorted(folder.rglob("*")) if f.is_file() and f.suffix in SOURCE_SUFFIXES
-             and not SKIPPED_DIRS.intersection(f.relative_to(folder).parts[:-1]) and f.stat().st_size < MAX_FILE_BYTES]
+             and not SKIPPED_DIRS.intersection(f.relative_to(folder).parts[:-1]) and f.stat().st_size < MAX_FILE_BYTES
+             and not is_heldout_path(f)]
     if not files:
         raise ValueError(f"{folder}: no source files ({', '.join(SOURCE_SUFFIXES)})")
     return files
