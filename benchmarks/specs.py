@@ -141,27 +141,32 @@ class ArSpec:
     """The plain left-to-right baseline (decoding.complete): a causal LM completing from the prefix alone, with
     token healing, stopping as an editor tool does. `model`: a folder, base:NAME or .gguf; None = the executor's
     base (the model the AR executor was fine-tuned from, before its adapter), so each table shows what the
-    executor's own base gives a user without the DLM."""
+    executor's own base gives a user without the DLM. Like the editor (and unlike the decoder specs) it does not
+    get the reference's length: up to `max_new_tokens` tokens from `context_tokens` of prefix, the server's
+    defaults, so it compares with preset: rows on equal terms."""
 
     spec: str
     model: str | None = None
-    uses_length = True
+    max_new_tokens: int = ServerSettings.max_new_tokens
+    context_tokens: int = ServerSettings.context_tokens
+    uses_length = False
 
     def describe(self) -> dict[str, Any]:
         return {"method": "ar", "model": self.model or "the executor's base", "decoding": "greedy",
-                "token_healing": True}
+                "token_healing": True, "max_new_tokens": self.max_new_tokens, "context_tokens": self.context_tokens}
 
     def infill(self, models: Any, task: Task, max_new_tokens: int, max_context: int) -> Middle:
-        """Up to max_new_tokens, from the last max_context - max_new_tokens prefix tokens (the suffix only says
-        where to stop: the model cannot read it)."""
+        """Up to self.max_new_tokens, from the last context_tokens prefix tokens (the suffix only says where to
+        stop: the model cannot read it); the harness's length and context do not apply, as for preset: rows."""
         from decoding.complete import complete, load_plain_ar
 
         ar = models.ar
         model, tokenizer = load_plain_ar(self.model or ar.model.name_or_path, ar.device, ar.model.dtype)
         started = time.perf_counter()
-        result = complete(model, tokenizer, task.prompt, task.suffix, max_new_tokens,
-                          max_prefix_tokens=max(0, max_context - max_new_tokens))
-        return Middle(result.text, result.stats.as_dict(), max_new_tokens, (time.perf_counter() - started) * 1000)
+        result = complete(model, tokenizer, task.prompt, task.suffix, self.max_new_tokens,
+                          max_prefix_tokens=self.context_tokens)
+        return Middle(result.text, result.stats.as_dict(), self.max_new_tokens,
+                      (time.perf_counter() - started) * 1000)
 
 
 def task_context(task: Task) -> Context:
@@ -203,13 +208,23 @@ def _preset_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> 
 
 
 def _ar_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> ArSpec:
-    values = {}
+    values: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in arguments.split(","))):
         key, eq, value = (part.strip() for part in item.partition("="))
-        if key != "model" or not eq or not value or values:
-            raise ValueError(f"ar takes one setting, model=PATH (default: the executor's base); got {item!r}")
-        values["model"] = value
+        if key not in AR_KEYS or not eq or not value or key in values:
+            raise ValueError(f"ar takes model=PATH (default: the executor's base), max_new_tokens=N and "
+                             f"context_tokens=N (default: the editor's), each once; got {item!r}")
+        values[key] = value if key == "model" else _positive_int(key, value)
     return ArSpec(spec, **values)
+
+
+AR_KEYS = ("model", "max_new_tokens", "context_tokens")
+
+
+def _positive_int(key: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"ar: {key} must be a positive integer; got {value!r}")
+    return int(value)
 
 
 PARSERS: dict[str, Callable[[str, str, str, DecodeConfig], Decoder]] = {

@@ -43,7 +43,7 @@ def test_harness_runs_three_tasks_and_writes_the_report(tmp_path, tiny_model_dir
     dlm, ar = tiny_model_dirs
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     decoders = ["dlm:k=1", "codila:b=2", "codila:b=2,tau=0.5", "codila-top1:b=2", "codila:b=2,budget_ms=200",
-                "preset:fast,max_new_tokens=6,syntax_check=off", "ar"]
+                "preset:fast,max_new_tokens=6,syntax_check=off", "ar:max_new_tokens=6"]
     command, kw = _harness(["--tasks", str(_task_file(tmp_path)), "--limit", "3", "--dlm", str(dlm), "--ar", str(ar),
                             *(x for d in decoders for x in ("--decoder", d)), "--length", "fixed:6",
                             "--json", str(out), "--plot", str(png), "-q"])
