@@ -61,6 +61,10 @@ def test_a_folder_of_parquet_shards_trains_on_the_assistant_turn_in_both_role_sp
         assert ex.length % 4 == 0 and response[-1] == tok.eos_token_id
         assert tok.decode([t for t in response if t != tok.eos_token_id]) == f"def add{k}(a, b):\n    return a + b + {k}\n"
     assert seen == set(range(12))
+    # the DLM's own end of middle wins over its tokenizer's eos (a converted base's tokenizer names another)
+    other = Dataset(_config(tmp_path, [folder], val_samples=2), tok, eos_id=3)
+    ex = other.example(other.train[0], random.Random(0))
+    assert ex.ids[ex.start + ex.length - 1] == 3 and tok.eos_token_id != 3
 
 
 def test_the_chat_template_renders_the_prompt_and_the_answer_follows_it(published_dirs, tmp_path):

@@ -336,7 +336,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.data = Dataset(config, self.pair.dlm.tokenizer, rank=self.rank)
+        self.data = Dataset(config, self.pair.dlm.tokenizer, rank=self.rank, eos_id=self.pair.dlm.eos_id)
         self._orders: dict[int, list[int]] = {}  # epoch -> shuffled training order (the last two kept)
         if not self.data.train:
             raise ValueError("no training items left after the validation split; lower --val-samples")

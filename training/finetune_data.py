@@ -289,10 +289,12 @@ class Dataset:
     data_cache, output).
     """
 
-    def __init__(self, config, tokenizer, rank: int = 0):
+    def __init__(self, config, tokenizer, rank: int = 0, eos_id: int | None = None):
         self.config = config
         self.tokenizer = tokenizer
-        self.eos_id = tokenizer.eos_token_id
+        # the DLM's end of middle as decoding reads it (its config's eos_token_id), which a converted base's
+        # tokenizer may name differently (SmolLM2's says <|im_end|>, the DLM ends middles with <|endoftext|>)
+        self.eos_id = tokenizer.eos_token_id if eos_id is None else eos_id
         if self.eos_id is None:
             raise ValueError("the DLM tokenizer has no eos token")
         fields = Fields(config.messages_field, config.instruction_field, config.response_field)
