@@ -19,7 +19,8 @@ benchmark harness runs for `preset:` decoders. Reports p50/p95 of
   tidy, syntax check, logging), from the server's own per-request records (codila/debugStats);
 - transport: end-to-end minus the server's own total (JSON-RPC encoding, pipes);
 - the decoder's share: DLM, AR and verify milliseconds, forward passes and tokens per step.
-The first request (warm-up) is not counted.
+The first request (warm-up) is not counted. Also the server process's resident memory (now and peak, Linux) with the model
+loaded, after the requests.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 end_to_end.append((time.perf_counter() - started) * 1000)
                 ids.append(msg_id)
         stats = _plain(await client.protocol.send_request_async("codila/debugStats", None))
+        memory = server_memory_mb(client._server.pid)
     finally:
         try:
             await asyncio.wait_for(client.shutdown_async(None), 30)
@@ -162,7 +164,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "forwards": summary([r["forwards"] for r in timed]),
         "tokens": summary([r["tokens"] for r in timed]),
         "tokens_per_step": summary([r["tokensPerStep"] for r in timed]),
+        "server_memory_mb": memory,
     }
+
+
+def server_memory_mb(pid: int) -> dict[str, float] | None:
+    """The server process's resident memory now and at its peak (Linux /proc; None elsewhere), in MB."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
+        return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 async def _drain(stream: asyncio.StreamReader, log_file: Path) -> None:

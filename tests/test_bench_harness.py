@@ -125,3 +125,21 @@ def test_ctrl_c_reports_and_writes_what_finished(tmp_path, tiny_model_dirs):
     assert report["interrupted"] and 3 <= report["n"] < 2000
     assert report["results"][0]["n"] == report["n"] == len(report["samples"])
     assert "interrupted" in seen + stderr and "dlm:k=1" in stdout
+
+
+@pytest.mark.slow
+def test_server_latency_reports_latency_overhead_and_the_servers_memory(tmp_path):
+    out = tmp_path / "latency.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.server_latency", "--tiny", "--threads", "1",
+                           "--requests", "3", "--max-new-tokens", "4", "--context-tokens", "64", "--json", str(out),
+                           "--server-log", str(tmp_path / "server.log")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["requests"] == 3 and sum(report["outcomes"].values()) == 3
+    e2e, overhead = report["end_to_end_ms"], report["server_overhead_ms"]
+    assert 0 < e2e["p50"] <= e2e["p95"] and 0 <= overhead["p50"] <= e2e["p95"]
+    if sys.platform == "linux":  # a Python process with torch and a model loaded: tens to hundreds of MB
+        memory = report["server_memory_mb"]
+        assert 50 < memory["rss"] <= memory["peak"] < 4096
