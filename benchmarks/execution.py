@@ -151,7 +151,8 @@ STDERR_LIMIT = 16 * 1024 * 1024  # bytes a program may write to stderr (and any 
 @dataclass(frozen=True)
 class ExecResult:
     """passed: exit status 0 within the time limit. status: "passed", "failed" or "timed out".
-    detail: the last line of stderr for a failure ("" when passed). seconds: wall time.
+    detail: the last line of stderr for a failure ("" when passed). seconds: wall time. cpu_seconds: the
+    program's user + system CPU time (what it costs on an idle machine; 0 when it timed out on the wall clock).
     output: the text of run_program's `output_file` when the program wrote it ("" otherwise)."""
 
     passed: bool
@@ -159,6 +160,7 @@ class ExecResult:
     detail: str
     seconds: float
     output: str = ""
+    cpu_seconds: float = 0.0
 
 
 def check_program(prompt: str, middle: str, suffix: str, test: str, entry_point: str) -> str:
@@ -196,7 +198,7 @@ def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024,
                                     stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                     preexec_fn=_limits(timeout_s, memory_mb))
             try:
-                code = proc.wait(timeout=wall)
+                code, cpu = _wait(proc, wall)
             except subprocess.TimeoutExpired:
                 return ExecResult(False, "timed out", f"no exit within {wall:g}s", time.perf_counter() - started)
             finally:
@@ -205,10 +207,10 @@ def run_program(source: str, timeout_s: float = 5.0, memory_mb: int = 1024,
         output = Path(tmp, output_file) if output_file else None
         text = output.read_text(encoding="utf-8") if output is not None and output.is_file() else ""
         if code == 0:
-            return ExecResult(True, "passed", "", seconds, text)
+            return ExecResult(True, "passed", "", seconds, text, cpu)
         if code in (-signal.SIGXCPU, -signal.SIGKILL):
-            return ExecResult(False, "timed out", f"over {timeout_s:g} CPU seconds", seconds, text)
-        return ExecResult(False, "failed", _last_line(stderr_path) or f"exit status {code}", seconds, text)
+            return ExecResult(False, "timed out", f"over {timeout_s:g} CPU seconds", seconds, text, cpu)
+        return ExecResult(False, "failed", _last_line(stderr_path) or f"exit status {code}", seconds, text, cpu)
 
 
 @cache
@@ -236,6 +238,21 @@ def _limits(timeout_s: float, memory_mb: int):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
+    """Popen.wait(timeout) that also returns the child's CPU seconds: (exit code, -signal if killed; CPU)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen.wait() returns it
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(delay)
+        delay = min(2 * delay, 0.02)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

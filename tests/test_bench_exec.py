@@ -32,6 +32,14 @@ def test_an_endless_computation_is_stopped_by_its_cpu_limit():
     assert (result.passed, result.status, result.detail) == (False, "timed out", "over 1 CPU seconds")
 
 
+def test_cpu_time_counts_computing_not_waiting():
+    busy = run_program("x = 0\nfor i in range(3_000_000):\n    x += i\n")
+    sleeping = run_program("import time\ntime.sleep(1.0)\n")
+    assert busy.passed and sleeping.passed
+    assert busy.cpu_seconds > 0 and sleeping.seconds >= 1.0
+    assert sleeping.cpu_seconds < sleeping.seconds - 0.5  # the second of sleep is not CPU time
+
+
 def test_a_program_that_sleeps_forever_is_stopped_by_the_wall_clock():
     started = time.perf_counter()
     result = run_program("import time\nwhile True:\n    time.sleep(0.01)\n", timeout_s=5.0, wall_timeout_s=1.0)
