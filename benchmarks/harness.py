@@ -2,20 +2,20 @@
 
     run_benchmark(models, tasks, decoders, length) -> Run(samples, interrupted)
 
-Per task, per decoder: choose the generation length -> fit prefix/suffix into the model's context ->
-infill -> score (syntax, exact match, tests). Tasks are the outer loop, so an interrupted run has every
-decoder on the same tasks, and slow drifts of the machine (another job starting) hit all decoders alike.
+Per task, per decoder: choose the generation length -> the decoder's middle (benchmarks/specs.py: the
+decoder alone on the context decoding.context.split_context keeps, or the editor's whole pipeline for
+`preset:` specs) -> score (syntax, exact match, tests). Tasks are the outer loop, so an interrupted run has
+every decoder on the same tasks, and slow drifts of the machine (another job starting) hit all decoders alike.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from benchmarks.execution import check_program, run_program
 from benchmarks.metrics import Sample, exact_match, program_syntax_ok, similarity
-from benchmarks.specs import DecoderSpec
+from benchmarks.specs import Decoder
 from benchmarks.tasks import Task
 
 
@@ -57,64 +57,33 @@ class Run:
     tasks_done: int = 0
 
 
-def context_limits(prefix_tokens: int, suffix_tokens: int, budget: int) -> tuple[int, int]:
-    """(prefix tokens kept, suffix tokens kept) within `budget` context tokens.
-
-    Everything when it fits; otherwise the suffix keeps up to a third of the budget (more if the prefix is
-    short) and the prefix the rest: the code just before the gap matters most.
-    """
-    if budget < 0:
-        raise ValueError(f"no room for context: budget {budget}")
-    if prefix_tokens + suffix_tokens <= budget:
-        return prefix_tokens, suffix_tokens
-    keep_suffix = min(suffix_tokens, max(budget // 3, budget - prefix_tokens))
-    return budget - keep_suffix, keep_suffix
-
-
-def evaluate(models, task: Task, decoder: DecoderSpec, max_new_tokens: int, max_context: int,
-             exec_timeout_s: float) -> Sample:
-    """One decoder on one task -> a scored Sample."""
+def evaluate(models, task: Task, decoder: Decoder, max_new_tokens: int, max_context: int,
+             exec_timeout_s: float | None) -> Sample:
+    """One decoder on one task -> a scored Sample; exec_timeout_s None skips the tests (warm-up)."""
     try:
-        return _evaluate(models, task, decoder, max_new_tokens, max_context, exec_timeout_s)
+        result = decoder.infill(models, task, max_new_tokens, max_context)
     except ValueError as err:
         raise ValueError(f"task {task.task_id!r}, decoder {decoder.spec!r}: {err}") from err
-
-
-def _evaluate(models, task: Task, decoder: DecoderSpec, max_new_tokens: int, max_context: int,
-              exec_timeout_s: float | None) -> Sample:
-    """evaluate() without the error context; exec_timeout_s None skips the tests (warm-up)."""
-    from decoding import infill
-
-    tokenizer = models.dlm.tokenizer
-    config = decoder.config.replace(max_new_tokens=max_new_tokens)
-    n_prefix = len(tokenizer.encode(task.prompt, add_special_tokens=False))
-    n_suffix = len(tokenizer.encode(task.suffix, add_special_tokens=False))
-    keep_prefix, keep_suffix = context_limits(n_prefix, n_suffix, max_context - max_new_tokens)
-
-    started = time.perf_counter()
-    result = infill(models, task.prompt, task.suffix, config, max_prefix_tokens=keep_prefix,
-                    max_suffix_tokens=keep_suffix)
-    latency_ms = (time.perf_counter() - started) * 1000.0
-
     middle = result.text
     passed, detail = None, None
     if task.executable and exec_timeout_s is not None:
         outcome = run_program(check_program(task.prompt, middle, task.suffix, task.test, task.entry_point),
                               timeout_s=exec_timeout_s)
         passed, detail = outcome.passed, outcome.detail or None
-    stats = result.stats
+    stats = result.stats or {}
     return Sample(
         task_id=task.task_id, decoder=decoder.spec, middle=middle,
         syntax_ok=program_syntax_ok(task.prompt, middle, task.suffix, task.language),
         exact_match=exact_match(middle, task.canonical_solution), passed=passed, exec_detail=detail,
-        latency_ms=latency_ms, tokens=stats.tokens, committed=sum(stats.committed_per_iteration),
-        dlm_forwards=stats.dlm_forwards, ar_calls=stats.ar_calls, iterations=stats.iterations,
-        max_new_tokens=max_new_tokens, deadline_hit=stats.deadline_hit,
+        latency_ms=result.latency_ms, tokens=stats.get("tokens", 0),
+        committed=sum(stats.get("committed_per_iteration", ())), dlm_forwards=stats.get("dlm_forwards", 0),
+        ar_calls=stats.get("ar_calls", 0), iterations=stats.get("iterations", 0),
+        max_new_tokens=result.max_new_tokens, deadline_hit=stats.get("deadline_hit", False),
         similarity=similarity(middle, task.canonical_solution),
     )
 
 
-def run_benchmark(models, tasks: list[Task], decoders: list[DecoderSpec], length: Length, *,
+def run_benchmark(models, tasks: list[Task], decoders: list[Decoder], length: Length, *,
                   max_context: int, exec_timeout_s: float = 5.0,
                   on_sample: Callable[[Sample], None] | None = None) -> Run:
     """Every decoder on every task. Ctrl-C stops it and returns what finished (run.interrupted = True);
@@ -125,7 +94,7 @@ def run_benchmark(models, tasks: list[Task], decoders: list[DecoderSpec], length
     try:
         _warm_up(models, tasks[0], decoders, length, max_context)
         for task in tasks:
-            n = _new_tokens(models, task, length, max_context)
+            n = length.for_task(task, models.dlm.tokenizer)
             finished = []
             for decoder in decoders:
                 finished.append(evaluate(models, task, decoder, n, max_context, exec_timeout_s))
@@ -138,17 +107,9 @@ def run_benchmark(models, tasks: list[Task], decoders: list[DecoderSpec], length
     return run
 
 
-def _new_tokens(models, task: Task, length: Length, max_context: int) -> int:
-    n = length.for_task(task, models.dlm.tokenizer)
-    if n >= max_context:
-        raise ValueError(f"task {task.task_id}: {n} new tokens leave no room in a {max_context}-token context; "
-                         "use a smaller --length or a larger --max-context")
-    return n
-
-
-def _warm_up(models, task: Task, decoders: list[DecoderSpec], length: Length, max_context: int) -> None:
+def _warm_up(models, task: Task, decoders: list[Decoder], length: Length, max_context: int) -> None:
     """One untimed decode per decoder on the first task: the first call of each configuration pays one-time
     costs (allocator growth, kernel selection for new shapes, lazy imports) that are not its speed."""
-    n = _new_tokens(models, task, length, max_context)
+    n = length.for_task(task, models.dlm.tokenizer)
     for decoder in decoders:
-        _evaluate(models, task, decoder, n, max_context, exec_timeout_s=None)
+        evaluate(models, task, decoder, n, max_context, exec_timeout_s=None)

@@ -16,9 +16,15 @@ Decoder specs (one --decoder each; all decoded by the same models):
     tau (dynamic threshold: makes codila dynamic; without it codila is static), budget_ms (latency budget),
     kv (kv cache: none, prefix, dual); and any DecodeConfig field by name (scope=10, eos_penalty=1.0, ...).
     e.g. dlm:k=1  dlm:k=4  dlm:conf=0.9  codila:b=4  codila:b=4,tau=0.3  codila-top1:b=4  codila:b=4,budget_ms=300
+    preset:NAME[,KEY=VALUE,...]   what the editor runs (lsp_server.pipeline.complete) with preset NAME and
+    these editor settings on top (max_new_tokens=32, context_tokens=1024, syntax_check=off, ...): the middle
+    the editor would show at the gap. --length, --max-context and --seed do not apply to it.
+    (benchmarks/specs.py has the whole grammar.)
 
 Length (--length): "oracle" gives each task as many masked positions as its reference middle has tokens;
-"fixed:N" gives every task N positions and the decoder must stop itself (EOS), as in the editor.
+"fixed:N" gives every task N positions and the decoder must stop itself (EOS), as in the editor. Context
+(--max-context): 3/4 before the gap, 1/4 after it, what one side does not need going to the other (the
+language server's policy, decoding.context).
 
 Metrics per decoder, the headline first: pass_at_1 (share of the tasks with tests whose tests pass, run for
 real in a restricted subprocess; null when no task has tests), exact_match (middle == reference, trailing
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.infill " + " ".join(sys.argv[1:] if argv is None else argv),
         "headline": list(HEADLINE),  # the columns to quote: pass_at_1 over n_tested tasks, exact_match over n
         "results": [summarize(d.spec, run.samples) for d in decoders],
-        "decoders": {d.spec: asdict(d.config) | {"max_new_tokens": str(length)} for d in decoders},
+        "decoders": {d.spec: d.describe() | ({"max_new_tokens": str(length)} if d.uses_length else {})
+                     for d in decoders},
         "samples": [asdict(s) for s in run.samples],
     }
     if run.interrupted:

@@ -4,10 +4,16 @@
     python -m benchmarks.server_latency --tiny --threads 1 --max-new-tokens 16 --context-tokens 256
                                                                          # tiny random models (plumbing only)
     python -m benchmarks.server_latency --dlm DLM --ar AR --preset fast --threads 1 --json out.json
+    python -m benchmarks.server_latency --scope 10 --mode dynamic     # any editor setting, as a flag
+
+Every editor setting of the server is a flag here (--preset, --max-new-tokens, --context-tokens,
+--syntax-check, --kv-cache, ...: the rows of lsp_server.settings.SETTINGS, read and checked as the server
+reads them) and is sent as initializationOptions; a setting left out is the server's default.
 
 Starts `python -m lsp_server`, opens a real source file of this repository and asks for one inline completion
 at a time at different cursors (mid-line inside function bodies; invoked, so no debounce; a fresh cursor each
-time, so no cache hit). Reports p50/p95 of
+time, so no cache hit). The server answers each with lsp_server.pipeline.complete, the function the
+benchmark harness runs for `preset:` decoders. Reports p50/p95 of
 - end-to-end latency: request sent -> answer received, measured by the client;
 - server overhead: everything inside the server except the decoder call (queue, UTF-16 conversion, window,
   tidy, syntax check, logging), from the server's own per-request records (codila/debugStats);
@@ -33,6 +39,9 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from decoding.arguments import add_setting_argument
+from lsp_server.settings import SETTINGS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "verify" / "insertion.py"
 
@@ -43,14 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dlm", default=None, help="DLM folder (default: the shipped default model)")
     p.add_argument("--ar", default=None, help="AR folder (default: the shipped default model)")
     p.add_argument("--tiny", action="store_true", help="build and use the tiny random test models instead")
-    # settings sent as initializationOptions; unset = the server's default
-    p.add_argument("--preset", default=None, help="fast | balanced | accurate (default: the server's, balanced)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="maxNewTokens (default: the server's, 64)")
-    p.add_argument("--context-tokens", type=int, default=None, help="contextTokens (default: the server's, 512)")
-    p.add_argument("--syntax-check", default=None, help="off | trim | reject (default: the server's, trim)")
-    p.add_argument("--scope", type=int, default=None, help="candidate blocks per step (default: the server's)")
-    p.add_argument("--mode", default=None, help="static | dynamic (default: the preset's)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: auto)")
+    # editor settings sent as initializationOptions; unset = the server's default
+    editor = p.add_argument_group("editor settings (sent as initializationOptions; unset = the server's default)")
+    for setting in SETTINGS:
+        if setting.name not in ("dlm_path", "ar_path", "log_level"):
+            add_setting_argument(editor, setting)
     p.add_argument("--threads", type=int, default=0, help="server --threads (0 = torch's default)")
     # workload
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="source file to complete in")
@@ -91,12 +97,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {"dlmPath": args.dlm, "arPath": args.ar}
-    for name, value in [("preset", args.preset), ("maxNewTokens", args.max_new_tokens),
-                        ("contextTokens", args.context_tokens),
-                        ("syntaxCheck", args.syntax_check), ("device", args.device), ("scope", args.scope),
-                        ("mode", args.mode)]:
-        if value is not None:
-            settings[name] = value
+    settings.update({s.editor_name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)})
     client = LanguageClient("server-latency", "1")
     statuses: list[Any] = []
     client.feature("codila/status")(lambda params: statuses.append(params))

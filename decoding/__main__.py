@@ -20,42 +20,10 @@ import logging
 import sys
 from pathlib import Path
 
-from decoding.arguments import add_model_arguments, load_models_from_args
-from decoding.config import KV_CACHES, METHODS, MODES, PRESETS, DecodeConfig, preset
+from decoding.arguments import add_model_arguments, add_setting_argument, load_models_from_args
+from decoding.config import DECODE_SETTINGS, PRESET_SETTING, DecodeConfig, preset
 
 log = logging.getLogger("decoding")
-
-_NONE = "none"
-CHOICES = {"method": METHODS, "mode": MODES, "kv_cache": KV_CACHES}
-# One help line per decoding setting: what it does and what special values mean (defaults are appended).
-SETTING_HELP = {
-    "method": "codila (AR decodes blocks from soft DLM marginals), codila-top1 (ablation: AR sees argmax "
-              "tokens only), dlm (baseline: the DLM alone)",
-    "block_size": "B, tokens per AR block (2, 4 or 8 in the paper; 1..16)",
-    "mode": "static: one whole block per iteration; dynamic: the longest block prefix with mean AR entropy "
-            "below --tau (a single token falls back to the DLM)",
-    "tau": "dynamic threshold on mean AR entropy per token, in nats (higher = more tokens per step); "
-           "none = the AR's own codila_tau, else 0.5",
-    "scope": "candidate blocks per iteration, nearest the frontier (paper: 10; larger risks early EOS)",
-    "tokens_per_step": "method dlm: commit the k lowest-entropy masked positions per step (1 = Dream's own)",
-    "confidence": "method dlm: commit every position whose top probability >= this; 'none' = use "
-                  "--tokens-per-step",
-    "max_new_tokens": "N, masked positions between prefix and suffix; unused ones become EOS",
-    "temperature": "DLM sampling temperature (0 = argmax)",
-    "top_p": "DLM nucleus sampling mass (1 = off)",
-    "ar_temperature": "AR executor sampling temperature (paper 0.1; 0 = argmax)",
-    "ar_top_p": "AR executor nucleus mass (paper 0.8)",
-    "eos_penalty": "subtracted from the DLM's EOS logit (0 = off); counters EOS collapse",
-    "eos_casting": "after the first committed EOS every later position becomes EOS",
-    "eos_frontier": "EOS may be committed only at the first masked position (off: anywhere)",
-    "eos_min_prob": "a position becomes EOS only when EOS has at least this probability there (0 = EOS "
-                    "competes as an ordinary token)",
-    "deadline_ms": "latency budget in ms: parallelism rises so the decode ends in time; 'none' = no budget",
-    "kv_cache": "none: full DLM pass every iteration; prefix / dual: approximate cache of the prefix "
-                "(and suffix) keys/values",
-    "cache_refresh": "iterations between full DLM passes when --kv-cache is prefix or dual (1 = exact)",
-    "seed": "seed of every sampler in one decode (same seed, same output)",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,20 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     # --- decoding settings ---
     dec = parser.add_argument_group("decoding settings (applied on top of --preset)")
-    dec.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                     help="named starting point: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
-    defaults = DecodeConfig()
-    for f in dataclasses.fields(DecodeConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_ = f"{SETTING_HELP[f.name]} (default {default if default is not None else _NONE})"
-        if isinstance(default, bool):
-            dec.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
-        elif f.name in CHOICES:
-            dec.add_argument(flag, choices=CHOICES[f.name], default=argparse.SUPPRESS, help=help_)
-        else:
-            dec.add_argument(flag, type=_setting_type(f.name), default=argparse.SUPPRESS,
-                             metavar=f.name.upper(), help=help_)
+    add_setting_argument(dec, PRESET_SETTING, default=None)
+    for setting in DECODE_SETTINGS:
+        add_setting_argument(dec, setting)
     # --- output ---
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object {text, stats, config}")
@@ -97,27 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setting_type(name: str):
-    """argparse type for one DecodeConfig field; optional fields accept 'none'."""
-    base = {"int": int, "float": float, "str": str}
-    field_type = next(f.type for f in dataclasses.fields(DecodeConfig) if f.name == name)
-    kind = "float" if "float" in str(field_type) else "int" if "int" in str(field_type) else "str"
-    convert = base[kind]
-
-    def parse(text: str):
-        if text.lower() == _NONE and "None" in str(field_type):
-            return None
-        try:
-            return convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-
-    return parse
-
-
 def resolve_config(args: argparse.Namespace) -> DecodeConfig:
     """--preset (or the defaults), then every setting flag that was given."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeConfig) if hasattr(args, f.name)}
+    given = {s.name: getattr(args, s.name) for s in DECODE_SETTINGS if hasattr(args, s.name)}
     return preset(args.preset, **given) if args.preset else DecodeConfig(**given)
 
 

@@ -1,17 +1,187 @@
-"""Decoding settings: one frozen, validated dataclass and the named presets users pick from.
+"""Decoding settings: one frozen, validated dataclass, the named presets users pick from, and the table of
+settings that every interface is generated from.
 
-The decode loop reads these once to choose its strategy; nothing here is tested inside the loop.
+    Setting                        one knob: name, type, default, range or choices, help
+    DECODE_SETTINGS                a row per DecodeConfig field (validation, `python -m decoding` flags,
+                                   decoder-spec keys, the language server's decoding settings)
+    MODEL_SETTINGS, PRESET_SETTING what loads the models, which preset (the CLIs and the server)
+
+The language server builds its settings (lsp_server/settings.py) from these rows; tests check the editors'
+schemas (editors/vscode/package.json, the Neovim plugin) and README against them.
+
+Nothing here imports torch: `import decoding.config` is cheap (the server validates settings at once).
+The decode loop reads a DecodeConfig once to choose its strategy; nothing here is tested inside the loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 METHODS = ("codila", "codila-top1", "dlm")
 MODES = ("static", "dynamic")
 KV_CACHES = ("none", "prefix", "dual")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+AR_BACKENDS = ("torch",)  # the vLLM backend was removed: README, "Why there is no vLLM backend"
+DEFAULT_TAU = 0.5  # dynamic threshold for an AR that does not name its own (`codila_tau`)
+_KINDS = {bool: "boolean", int: "integer", float: "number", str: "string"}
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: everything an interface needs to know about one knob.
+
+    name:     snake_case; the dataclass field, the flag --name-with-dashes (unless `flag` says otherwise),
+              the editor's key nameInCamelCase.
+    kind:     bool | int | float | str (a float setting accepts whole numbers too).
+    default:  the value when nobody sets it.
+    help:     one line: what it does and what special values (none, 0) mean.
+    choices:  the allowed strings; low / high: the inclusive range of a number;
+    nullable: None is a value (its meaning is in `help`); pattern: a regular expression a string must
+              contain (searched, as JSON schema's "pattern" is), pattern_message what it means in words.
+    flag:     the command-line flag when it is not --name-with-dashes.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+    pattern: str | None = None
+    pattern_message: str = ""
+    flag: str | None = None
+
+    @property
+    def option(self) -> str:
+        """The command-line flag."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def editor_name(self) -> str:
+        """The key in the editors' "codila" settings section (camelCase)."""
+        head, *rest = self.name.split("_")
+        return head + "".join(part.title() for part in rest)
+
+    def but(self, **changes: Any) -> "Setting":
+        """This row with some attributes changed (the server's view of a decoding knob, say)."""
+        return dataclasses.replace(self, **changes)
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError("<name> must ...; got <value>") unless `value` is valid for this setting."""
+        if value is None and self.nullable:
+            return
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name} must be true or false; got {value!r}")
+            return
+        if self.kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{self.name} must be a string; got {value!r}")
+            if self.choices and value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
+            if self.pattern is not None and not re.search(self.pattern, value):
+                raise ValueError(f"{self.name} must be {self.pattern_message or 'like ' + self.pattern}; got {value!r}")
+            return
+        numbers = int if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numbers):
+            noun = "a whole number" if self.kind is int else "a number"
+            raise ValueError(f"{self.name} must be {noun}; got {value!r}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ValueError(f"{self.name} must be between {self.low:g} and {self.high:g}; got {value!r}")
+
+    def parse(self, text: str) -> Any:
+        """Command-line text -> a valid value ("none" for None where allowed). Raises ValueError."""
+        text = text.strip()
+        if self.nullable and text.lower() == "none" and "none" not in self.choices:
+            return None
+        try:
+            if self.kind is bool:
+                value: Any = _BOOLEANS[text.lower()]
+            else:
+                value = self.kind(text)
+        except (KeyError, ValueError):
+            raise ValueError(f"{self.name}={text!r} is not a valid {self.json_type}") from None
+        self.check(value)
+        return value
+
+    @property
+    def json_type(self) -> str:
+        """"boolean", "integer", "number" or "string"."""
+        return _KINDS[self.kind]
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON-schema subset editors describe settings with (VS Code's package.json)."""
+        kind = self.json_type
+        schema: dict[str, Any] = {"type": [kind, "null"] if self.nullable else kind, "default": self.default}
+        if self.choices:
+            schema["enum"] = [*self.choices, *([None] if self.nullable else [])]
+        if self.low is not None:
+            schema["minimum"] = self.low
+        if self.high is not None:
+            schema["maximum"] = self.high
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        return schema
+
+
+DECODE_SETTINGS: tuple[Setting, ...] = (
+    Setting("method", str, "codila", "codila (the AR decodes blocks from soft DLM marginals), codila-top1 "
+            "(ablation: the AR sees argmax tokens only), dlm (baseline: the DLM alone)", choices=METHODS),
+    Setting("block_size", int, 4, "B, tokens per AR block (2, 4 or 8 in the paper)", low=1, high=16),
+    Setting("mode", str, "dynamic", "static: one whole block per iteration; dynamic: the longest block prefix "
+            "with mean AR entropy below tau (a single token falls back to the DLM)", choices=MODES),
+    Setting("tau", float, None, "dynamic threshold on mean AR entropy per token, in nats (higher = more tokens "
+            f"per step); none = the AR's own codila_tau, else {DEFAULT_TAU}", low=0, high=100, nullable=True),
+    Setting("scope", int, 10, "candidate blocks per iteration, nearest the frontier (paper: 10; 1 = left to "
+            "right, block by block)", low=1, high=10_000),
+    Setting("tokens_per_step", int, 1, "method dlm: commit the k lowest-entropy masked positions per step "
+            "(1 = Dream's own)", low=1, high=10_000),
+    Setting("confidence", float, None, "method dlm: commit every position whose top probability is at least "
+            "this; none = use tokens_per_step", low=0, high=1, nullable=True),
+    Setting("max_new_tokens", int, 64, "N, masked positions between prefix and suffix (a budget: unused ones "
+            "become EOS)", low=1, high=8192),
+    Setting("temperature", float, 0.0, "DLM sampling temperature (0 = argmax)", low=0, high=100),
+    Setting("top_p", float, 1.0, "DLM nucleus sampling mass (1 = off)", low=1e-6, high=1),
+    Setting("ar_temperature", float, 0.1, "AR executor sampling temperature (paper 0.1; 0 = argmax)", low=0,
+            high=100),
+    Setting("ar_top_p", float, 0.8, "AR executor nucleus mass (paper 0.8)", low=1e-6, high=1),
+    Setting("eos_penalty", float, 0.0, "subtracted from the DLM's EOS logit (0 = off); counters EOS collapse",
+            low=0, high=1e4),
+    Setting("eos_casting", bool, True, "after the first committed EOS every later position becomes EOS"),
+    Setting("eos_min_prob", float, 0.5, "a position becomes EOS only when EOS has at least this probability "
+            "there (0 = EOS competes as an ordinary token)", low=0, high=1),
+    Setting("eos_frontier", bool, True, "EOS may be committed only at the first masked position (off: anywhere)"),
+    Setting("deadline_ms", float, None, "latency budget in ms: parallelism rises so the decode ends in time; "
+            "none = no budget", low=1, high=3_600_000, nullable=True),
+    Setting("kv_cache", str, "none", "none: a full DLM pass every iteration; prefix / dual: approximate cache "
+            "of the prefix (and suffix) keys and values", choices=KV_CACHES),
+    Setting("cache_refresh", int, 4, "iterations between full DLM passes with a kv cache (1 = exact)", low=1,
+            high=10_000),
+    Setting("token_healing", bool, True, "take the prefix's last token off the canvas; the middle must start "
+            "with its text"),
+    Setting("seed", int, 0, "seed of every sampler in one decode (same seed, same output)", low=0, high=2**63 - 1),
+)
+
+MODEL_SETTINGS: tuple[Setting, ...] = (
+    Setting("dlm_path", str, None, "DLM folder (none = the shipped default model)", nullable=True, pattern=r"\S",
+            pattern_message="a folder path or null (the default model)", flag="--dlm"),
+    Setting("ar_path", str, None, "AR executor folder (none = the shipped default model)", nullable=True,
+            pattern=r"\S", pattern_message="a folder path or null (the default model)", flag="--ar"),
+    Setting("device", str, "auto", "auto = cuda when available, else cpu; or cpu, cuda, cuda:N",
+            pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)$", pattern_message="auto, cpu, cuda or cuda:N"),
+    Setting("dtype", str, "auto", "auto = bfloat16 on cuda; on cpu the checkpoint's own (the default model: "
+            "bfloat16), float32 when it names none", choices=DTYPES),
+    Setting("ar_backend", str, "torch", "the AR executor's runtime: torch (transformers); the vLLM backend was "
+            "removed (README)", choices=AR_BACKENDS),
+    Setting("trust_remote_code", bool, False, "allow the checkpoints' own Python code (off: Dream loads as "
+            "Qwen2 without it)"),
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +223,9 @@ class DecodeConfig:
                      and values, "dual" also the suffix's (approximate: refreshed every `cache_refresh`
                      iterations). Large speedups on CPU, where the prefix dominates each forward pass.
     cache_refresh:   iterations between full DLM forward passes when kv_cache is not "none".
+    token_healing:   `infill` takes the prefix's last token off the canvas and makes the middle start
+                     with its text (decoding.healing): a prefix cut mid-token, or at a newline the BPE
+                     would have merged with the next line's indentation, is written as the model knows it.
     seed:            seeds every sampler used by one decode; the same seed gives the same output.
     """
 
@@ -75,40 +248,17 @@ class DecodeConfig:
     deadline_ms: float | None = None
     kv_cache: str = "none"
     cache_refresh: int = 4
+    token_healing: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _one_of("method", self.method, METHODS)
-        _one_of("mode", self.mode, MODES)
-        _one_of("kv_cache", self.kv_cache, KV_CACHES)
-        _in_range("block_size", self.block_size, 1, 16, int)
-        _in_range("scope", self.scope, 1, 10_000, int)
-        _in_range("tokens_per_step", self.tokens_per_step, 1, 10_000, int)
-        _in_range("max_new_tokens", self.max_new_tokens, 1, 8192, int)
-        _in_range("cache_refresh", self.cache_refresh, 1, 10_000, int)
-        if self.tau is not None:
-            _in_range("tau", self.tau, 0.0, 100.0, (int, float))
-        _in_range("temperature", self.temperature, 0.0, 100.0, (int, float))
-        _in_range("ar_temperature", self.ar_temperature, 0.0, 100.0, (int, float))
-        _in_range("top_p", self.top_p, 1e-6, 1.0, (int, float))
-        _in_range("ar_top_p", self.ar_top_p, 1e-6, 1.0, (int, float))
-        _in_range("eos_penalty", self.eos_penalty, 0.0, 1e4, (int, float))
-        _in_range("eos_min_prob", self.eos_min_prob, 0.0, 1.0, (int, float))
-        _in_range("seed", self.seed, 0, 2**63 - 1, int)
-        if self.confidence is not None:
-            _in_range("confidence", self.confidence, 0.0, 1.0, (int, float))
-        if self.deadline_ms is not None:
-            _in_range("deadline_ms", self.deadline_ms, 1.0, 3_600_000.0, (int, float))
-        for name in ("eos_casting", "eos_frontier"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for setting in DECODE_SETTINGS:
+            setting.check(getattr(self, setting.name))
 
     def replace(self, **changes: Any) -> "DecodeConfig":
         """A copy with `changes` applied and validated (raises ValueError, leaving self untouched)."""
         return dataclasses.replace(self, **changes)
 
-
-DEFAULT_TAU = 0.5  # dynamic threshold for an AR that does not name its own (`codila_tau`)
 
 # Named presets for editor users: each sets several knobs at once. Values are starting points measured
 # with `python -m benchmarks.infill` on the default model (see MODEL_CARD.md). None of them sets tau: an
@@ -136,13 +286,7 @@ def preset(name: str, **overrides: Any) -> DecodeConfig:
     return DecodeConfig(**{**PRESETS[name], **overrides})
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _in_range(name: str, value: Any, low: float, high: float, types: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) or not isinstance(value, types):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}; got {value!r}")
+PRESET_SETTING = Setting("preset", str, None, "named starting point, applied before any other setting ("
+                         + "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
+                                     for name, knobs in PRESETS.items()) + ")",
+                         choices=tuple(PRESETS), nullable=True)

@@ -34,6 +34,7 @@ from decoding.commit import (
 )
 from decoding.config import DEFAULT_TAU, DecodeConfig
 from decoding.executor import BlockExecutor, make_executor
+from decoding.healing import Healing, TokenTexts, heal_prefix
 from decoding.marginals import Canvas, make_marginals_stage
 from decoding.models import ModelPair
 from decoding.sampling import Sampler, entropy, make_sampler
@@ -81,6 +82,7 @@ class DecodeStats:
     other_seconds: float = 0.0
     deadline_hit: bool = False
     tau: float | None = None  # the dynamic threshold in force (resolve_tau); None unless codila dynamic
+    healing: str = "off"  # token healing: "off", "ok" (the middle spelled the healed text), "failed"
 
     def as_dict(self) -> dict:
         """JSON-ready. Adds tokens_per_iteration (mean committed per iteration) and nfe_per_token (DLM
@@ -150,8 +152,10 @@ class BlockStrategy:
     """
 
     def __init__(self, models: ModelPair, config: DecodeConfig, executor: BlockExecutor, rule: Callable,
-                 dlm_sampler: Sampler, stats: DecodeStats, ar_generator: torch.Generator | None, sync: Callable):
+                 dlm_sampler: Sampler, stats: DecodeStats, ar_generator: torch.Generator | None, sync: Callable,
+                 healing: Healing | None = None):
         self.models = models
+        self.healing = healing
         self.B = config.block_size
         self.scope = config.scope
         self.hard = config.method == "codila-top1"
@@ -186,26 +190,29 @@ class BlockStrategy:
 
         # only the frontier block (everything left of it is committed) may end the middle
         eos_ok = (torch.arange(len(pos), device=pos.device) == 0) if self.eos_frontier else None  # (nc,)
-        tokens, entropies = self._decode_blocks(marg.logits[rows], committed, eos_ok)  # (nc, B) each
+        tokens, entropies = self._decode_blocks(marg.logits[rows], committed, eos_ok, pos)  # (nc, B) each
         mask = self.rule(entropies.to(block_open.device), block_open, need=need)  # (nc, B) or None
         if mask is None:
             return self._dlm_fallback(rows[block_open], marg, generator)
         return pos[mask], tokens.to(middle.device)[mask]
 
-    def _decode_blocks(self, logits: torch.Tensor, committed: torch.Tensor,
-                       eos_ok: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_blocks(self, logits: torch.Tensor, committed: torch.Tensor, eos_ok: torch.Tensor | None,
+                       pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft-condition the AR on each block's marginals and decode all blocks in one call.
 
         logits: (nc, B, V_dlm) DLM logits of the block positions; committed: (nc, B) id or -1; eos_ok: (nc,)
-        the blocks that may produce EOS, or None for all. Returns tokens, entropies: (nc, B).
+        the blocks that may produce EOS, or None for all; pos: (nc, B) their middle indices (for token
+        healing's constraint). Returns tokens, entropies: (nc, B).
         """
         ar = self.models.ar
         # marginals at temperature 1, as the AR executor was trained to read them, on the AR's vocabulary
         probs = align_probs(torch.softmax(logits, dim=-1), self.models.alignment)  # (nc, B, V_ar)
         inputs = block_inputs(probs.to(ar.device), committed.to(ar.device), ar.embeddings, ar.open_id,
                               ar.close_id, self.models.dlm.eos_id, hard=self.hard)  # (nc, B + 2, H)
+        step_mask = None if self.healing is None else self.healing.step_mask(pos, ar.embeddings.shape[0], ar.device)
         t0 = time.perf_counter()
-        tokens, entropies = self.executor.decode_blocks(inputs, committed, self.ar_generator, eos_ok)  # (nc, B) each
+        tokens, entropies = self.executor.decode_blocks(inputs, committed, self.ar_generator, eos_ok,
+                                                        step_mask)  # (nc, B) each
         self.sync()
         self.stats.ar_seconds += time.perf_counter() - t0
         self.stats.ar_calls += 1
@@ -241,7 +248,7 @@ class DLMStrategy:
 
 
 def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
-                  ar_generator: torch.Generator | None, sync: Callable):
+                  ar_generator: torch.Generator | None, sync: Callable, healing: Healing | None = None):
     """The commit strategy for one decode; nothing below re-reads config.method or config.mode."""
     dlm_sampler = make_sampler(config.temperature, config.top_p, models.dlm.eos_id, config.eos_min_prob)
     if config.method == "dlm":
@@ -257,7 +264,7 @@ def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
     else:
         rule = partial(dynamic_commit, tau=stats.tau)
     executor = make_executor(models, config.ar_temperature, config.ar_top_p, config.seed, config.eos_min_prob)
-    return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync)
+    return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync, healing)
 
 
 def resolve_tau(config: DecodeConfig, models: ModelPair) -> float:
@@ -275,9 +282,13 @@ def decode(
     *,
     cancel: Callable[[], bool] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    heal: bytes = b"",
 ) -> DecodeResult:
     """Fill `config.max_new_tokens` masked positions between prefix_ids and suffix_ids.
 
+    heal: text the middle must start with (token healing: the prefix's last token, removed by the
+    caller); the result's text leaves it out, its tokens include it. A middle that cannot spell it
+    comes back as empty text (`stats.healing` "failed").
     Raises ValueError for ids outside the DLM vocabulary or a mask id in the context, Cancelled when
     `cancel()` returns True before an iteration. Same models + inputs + config (seed) -> same result.
     """
@@ -302,7 +313,9 @@ def decode(
     ar_device = models.ar.device
     ar_generator = generator if ar_device == device else torch.Generator(device=ar_device).manual_seed(config.seed)
     forward = make_marginals_stage(dlm, canvas, config.kv_cache, config.cache_refresh, config.eos_penalty)
-    strategy = make_strategy(models, config, stats, ar_generator, sync)
+    healing = Healing(TokenTexts.of(dlm.tokenizer, dlm.vocab_size), heal) if heal else None
+    stats.healing = "on" if heal else "off"
+    strategy = make_strategy(models, config, stats, ar_generator, sync, healing)
     flush_sampler = make_sampler(config.temperature, config.top_p, eos_id, config.eos_min_prob)
     budget = make_budget(config.deadline_ms, start)
 
@@ -318,6 +331,8 @@ def decode(
         positions = open_.nonzero().squeeze(-1) if flush else strategy.reads(open_, need)  # (M,)
         t0 = time.perf_counter()
         logits = forward(canvas, positions, iteration)  # (M, V)
+        if healing is not None:  # the constrained position may only take tokens that spell the healed text
+            logits = healing.mask_marginals(logits, positions)
         sync()
         stats.dlm_seconds += time.perf_counter() - t0
         marg = Marginals(positions, logits, open_, eos_id if config.eos_frontier else None)
@@ -330,6 +345,8 @@ def decode(
         assert pos.numel() >= 1 and bool(open_[pos].all()), "an iteration must commit >= 1 masked position"
         assert bool((tok != mask_id).all()), "the mask id is never committed"
         middle[pos] = tok
+        if healing is not None:
+            healing.commit(middle, mask_id)
         if config.eos_casting:
             cast_eos(middle, middle == mask_id, eos_id, N)
         canvas.middle.copy_(middle[:N])
@@ -349,6 +366,10 @@ def decode(
     tokens = [t for t in middle_ids if t not in drop]
     stats.tokens = len(tokens)
     text = dlm.tokenizer.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if healing is not None:
+        healed = healing.strip(text)
+        stats.healing = "failed" if healed is None else "ok"
+        text = healed or ""
     stats.seconds = time.perf_counter() - start
     stats.other_seconds = stats.seconds - stats.dlm_seconds - stats.ar_seconds
     return DecodeResult(text, tokens, stats, middle_ids)
@@ -367,6 +388,10 @@ def infill(
 ) -> DecodeResult:
     """Text in, middle text out. Keeps the LAST max_prefix_tokens of the prefix and the FIRST
     max_suffix_tokens of the suffix (None = all). Completion: suffix "".
+
+    With `config.token_healing` the prefix's last token is taken off the canvas and the middle must start
+    with its text (decoding.healing), so the model writes the boundary in its own tokenisation; the
+    returned text is still what goes after the cursor.
     """
     tok = models.dlm.tokenizer
     prefix_ids = tok.encode(prefix, add_special_tokens=False)
@@ -377,7 +402,15 @@ def infill(
     if max_suffix_tokens is not None:
         _check_limit("max_suffix_tokens", max_suffix_tokens)
         suffix_ids = suffix_ids[:max_suffix_tokens]
-    return decode(models, prefix_ids, suffix_ids, config, cancel=cancel, on_step=on_step)
+    heal = b""
+    if config.token_healing:
+        healed = heal_prefix(prefix_ids, TokenTexts.of(tok, models.dlm.vocab_size), _special_ids(tok))
+        prefix_ids, heal = healed.prefix_ids, healed.removed
+    return decode(models, prefix_ids, suffix_ids, config, cancel=cancel, on_step=on_step, heal=heal)
+
+
+def _special_ids(tokenizer) -> frozenset[int]:
+    return frozenset(getattr(tokenizer, "all_special_ids", None) or ())
 
 
 def _check_ids(name: str, ids: list[int], vocab: int, mask_id: int) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from decoding.models import DiffusionLM
+from decoding.models import DiffusionLM, fold_stop_tokens
 
 
 @dataclass
@@ -58,8 +58,8 @@ class MarginalsStage:
         return (pos - 1).clamp_min(0) if self.dlm.logit_shift else pos
 
     def finish(self, logits: torch.Tensor) -> torch.Tensor:
-        """Apply the EOS penalty and ban the mask id. logits: (M, V) -> (M, V) float32."""
-        logits = logits.float()
+        """Fold turn-end tokens into EOS, apply the EOS penalty, ban the mask id. logits: (M, V) -> (M, V) float32."""
+        logits = fold_stop_tokens(logits.float(), self.dlm.eos_id, getattr(self.dlm, "stop_ids", ()))
         logits[:, self.dlm.mask_id] = -torch.inf
         if self.eos_penalty:
             logits[:, self.dlm.eos_id] -= self.eos_penalty

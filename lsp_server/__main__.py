@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+from lsp_server.settings import LOG_LEVELS
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
     # logging
     p.add_argument("--log-file", default=None, help="append logs to this file instead of stderr")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                    help="initial log level; the editor's codila.logLevel setting replaces it once received")
     # compute
     p.add_argument("--threads", type=int, default=0,

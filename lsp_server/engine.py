@@ -1,15 +1,16 @@
-"""The one adapter between the language server and the decoder.
+"""The coordinator between the LSP handlers and the product (lsp_server.pipeline): which request runs when,
+on which settings and models.
 
-    complete(context):  cache (is the user typing into the last suggestion?) -> debounce -> model worker:
-                        window -> decoding.infill -> tidy -> verify.check_insertion -> text
-    infill(context):    the same pipeline for a selected range, with step progress
-    load() / apply_settings() / train():  models and settings, changed in the background
+    complete(doc, position, ...)    a completion request becomes a job: it stops the document's older job,
+                                    waits out the debounce, then runs pipeline.complete on the model thread
+    infill(context, ...)            the same for a selected range, with step progress
+    cancel_request(request_id)      $/cancelRequest: stop that request's work before the next iteration
+    startup / apply_settings / load / train    settings and the models' lifecycle, in the background
 
-Concurrency: ONE model worker thread runs everything that touches a model (loading, decoding, verifying),
-one job at a time. The event loop never waits on it except through `await`. A newer completion request for
-a document stops the older one (queued or running: it answers empty); `$/cancelRequest` sets the job's stop
-flag, which the decoder checks before every iteration. `decoding` (and torch) is imported on the worker
-thread, so the server answers `initialize` at once and requests before the models are ready answer empty.
+Concurrency: ONE model thread (ModelWorker) runs everything that touches a model (loading, the pipeline), one
+job at a time; the event loop never waits on it except through `await`. Bookkeeping (records, counters,
+status) happens on the event loop only. The decoder (and torch) is imported on the model thread when the
+models load, so the server answers `initialize` at once; requests before the models are ready answer empty.
 """
 
 from __future__ import annotations
@@ -18,30 +19,28 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Protocol
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.workspace import TextDocument
 
-from verify import check_insertion
+import decoding
 
-from lsp_server import text as text_stages
-from lsp_server.settings import MODEL_FIELDS, ServerSettings, merge
+from lsp_server import pipeline, text
+from lsp_server.pipeline import Completion, SuggestionCache
+from lsp_server.records import Ledger, Record, status_note
+from lsp_server.settings import ServerSettings, merge
 from lsp_server.text import Context
-from lsp_server.training_job import TrainingRun, TrainOptions
+from lsp_server.training_job import TrainingRun, TrainOptions, describe_progress
 
 log = logging.getLogger("lsp_server.engine")
-request_log = logging.getLogger("lsp_server.requests")
-
-RECENT_REQUESTS = 256  # request records kept for codila/debugStats
 
 
 class NotReady(RuntimeError):
@@ -72,7 +71,7 @@ class Progress(Protocol):
 
 @dataclass(eq=False)
 class Job:
-    """One request's claim on the model worker, with its stop flag (read by the decoder every iteration)."""
+    """One request's claim on the model thread, with its stop flag (read by the decoder every iteration)."""
 
     request_id: Any
     uri: str
@@ -90,137 +89,178 @@ class Job:
         return self.stop_flag.is_set()
 
 
-@dataclass
-class Record:
-    """The one structured log line of a request (JSON on `lsp_server.requests`); also kept for debugStats.
-
-    server_ms is the server's own overhead: total - debounce - decode (the decoder call itself).
-    """
-
-    request: Any
-    method: str
-    doc: str
-    outcome: str = "pending"
-    language: str | None = None
-    prefix_chars: int = 0
-    suffix_chars: int = 0
-    debounce_ms: float = 0.0
-    queue_ms: float = 0.0
-    decode_ms: float = 0.0
-    dlm_ms: float = 0.0
-    ar_ms: float = 0.0
-    decoder_other_ms: float = 0.0
-    tidy_ms: float = 0.0
-    verify_ms: float = 0.0
-    verify: str | None = None
-    server_ms: float = 0.0
-    total_ms: float = 0.0
-    forwards: int = 0
-    ar_calls: int = 0
-    iterations: int = 0
-    tokens: int = 0
-    tokens_per_step: float = 0.0
-    deadline_hit: bool = False
-    chars: int = 0
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {_camel(k): (round(v, 2) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
-
-
 @dataclass(frozen=True)
-class Completion:
+class Answer:
+    """A completion request's answer: the text ("" = none) and where it goes (context.position: the cursor,
+    clamped to its line)."""
+
     text: str
-    context: Context  # where it goes: context.position is the cursor, clamped to its line
-
-
-@dataclass(frozen=True)
-class Decoded:
-    text: str
-    status: str  # verify status: ok | trimmed | rejected | unverified
-
-
-class SuggestionCache:
-    """The last suggestions per document. Typing the next characters of one is answered from here.
-
-    An entry remembers the cursor's surroundings by length and a stretch of text on each side, not the whole
-    document: a hit needs the same suffix and a prefix that extends the old one by a start of the suggestion.
-    """
-
-    KEEP = 4  # entries per document
-    EDGE = 2048  # characters compared on each side
-
-    def __init__(self) -> None:
-        self._entries: dict[str, deque[tuple[int, str, int, str, str]]] = {}
-
-    def store(self, context: Context, text: str) -> None:
-        if text:
-            entry = (len(context.prefix), context.prefix[-self.EDGE:], len(context.suffix),
-                     context.suffix[: self.EDGE], text)
-            self._entries.setdefault(context.uri, deque(maxlen=self.KEEP)).append(entry)
-
-    def lookup(self, context: Context) -> str | None:
-        """The rest of a stored suggestion the user is typing through, or None."""
-        prefix, suffix = context.prefix, context.suffix
-        for prefix_len, prefix_tail, suffix_len, suffix_head, suggestion in reversed(self._entries.get(context.uri, ())):
-            typed = prefix[prefix_len:]
-            if (len(suffix) == suffix_len and len(prefix) >= prefix_len and len(typed) < len(suggestion)
-                    and suggestion.startswith(typed) and suffix.startswith(suffix_head)
-                    and prefix[prefix_len - len(prefix_tail): prefix_len] == prefix_tail):
-                return suggestion[len(typed):]
-        return None
-
-    def forget(self, uri: str | None = None) -> None:
-        if uri is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(uri, None)
+    context: Context
 
 
 class ModelWorker:
-    """The single thread that runs models. `run` awaits a function run there; calls run in order."""
+    """The single thread that runs models, in submission order.
+
+    `run` returns (seconds queued, result). `on_done(future)` runs on the event loop when the work ends,
+    also when the request that awaited it was cancelled meanwhile (the work itself is never interrupted
+    from here: a job's stop flag does that).
+    """
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codila-model")
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+    async def run(self, fn: Callable[..., Any], *args: Any,
+                  on_done: Callable[[asyncio.Future], None] | None = None, **kwargs: Any) -> tuple[float, Any]:
+        submitted = time.perf_counter()
+
+        def timed() -> tuple[float, Any]:
+            return time.perf_counter() - submitted, fn(*args, **kwargs)
+
+        future = asyncio.wrap_future(self._pool.submit(timed))
+        if on_done is not None:
+            future.add_done_callback(on_done)
+        return await asyncio.shield(future)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Engine:
-    """Models, settings and the completion pipeline of one server."""
+    """Settings, models and jobs of one server; the completions themselves are lsp_server.pipeline's."""
 
     def __init__(self, editor: Editor) -> None:
         self.editor = editor
         self.worker = ModelWorker()
         self.cache = SuggestionCache()
+        self.ledger = Ledger()
         self.settings: ServerSettings | None = None  # None until startup() has validated the first settings
         self.models: Any = None  # decoding.ModelPair once loaded
         self.state = "loading"
         self.trained_ar: str | None = None  # set by train(): used instead of settings.ar_path until that changes
         self.training: TrainingRun | None = None
         self.threads = 0  # torch CPU threads (python -m lsp_server --threads); 0 = torch's default
-        self.last_latency_ms: float | None = None
-        self.counters = dict(requests=0, cache_hits=0, decodes_started=0, decodes_finished=0,
-                             decodes_stopped=0, decodes_failed=0, loads=0)
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_REQUESTS)
-        self.last_context: Context | None = None
-        self._ready = asyncio.Event()  # set once the first settings are validated (decoding imported)
+        self._ready = asyncio.Event()  # set once the first settings are validated
         self._jobs_by_doc: dict[str, Job] = {}
         self._jobs_by_request: dict[Any, Job] = {}
         self._cancel_hooks: dict[Any, Callable[[], None]] = {}  # request id -> stop a training run
         self._load_generation = 0
         self._unverified_languages: set[str] = set()
 
+    # ------------------------------------------------------------------ requests
+    async def complete(self, doc: TextDocument, position: types.Position, request_id: Any, method: str,
+                       invoked: bool) -> Answer:
+        """The completion at `position` (UTF-16) in `doc`; its text is "" when there is none to offer."""
+        with self._job(doc.uri, request_id, method, doc.uri) as (job, record):
+            context = text.context_at(doc, position)
+            record.describe(context)
+            self.ledger.last_context = context
+            if self.models is None:
+                record.outcome = "not_ready"
+                return Answer("", context)
+            settings, models = self.settings, self.models
+            if not invoked and settings.debounce_ms and self.cache.lookup(context) is None:
+                started = time.perf_counter()
+                await asyncio.sleep(settings.debounce_ms / 1000)  # a newer request meanwhile stops this job
+                record.debounce_ms = (time.perf_counter() - started) * 1000
+            completion = await self._run(job, record, models, context, settings, self.cache)
+            return Answer(completion.text if completion else "", context)
+
+    async def infill(self, context: Context, request_id: Any, progress: Progress) -> Completion | None:
+        """Regenerate `context.range` (command codila.infillSelection); None when stopped by the user."""
+        if self.models is None:
+            raise NotReady("the models are not loaded yet" if self.state == "loading"
+                           else "the models failed to load (see the earlier message)")
+        budget = self.settings.max_new_tokens
+
+        def on_step(step: Any) -> None:  # model thread; progress hands it to the event loop
+            done = budget - step.remaining
+            progress.report(f"{done}/{budget} tokens", int(100 * done / budget))
+
+        with self._job(None, request_id, "infillSelection", context.uri) as (job, record):
+            record.describe(context)
+            progress.on_cancel(lambda: job.stop("cancelled"))
+            return await self._run(job, record, self.models, context, self.settings, None, on_step)
+
+    async def _run(self, job: Job, record: Record, models: Any, context: Context, settings: ServerSettings,
+                   cache: SuggestionCache | None, on_step: Callable[[Any], None] | None = None) -> Completion | None:
+        """pipeline.complete on the model thread for `job`; None when the job was stopped first."""
+        if job.stopped:
+            record.outcome = job.reason
+            return None
+        loop = asyncio.get_running_loop()
+        on_decode = lambda: loop.call_soon_threadsafe(self.ledger.count, "decodes_started")  # noqa: E731
+        queued, completion = await self.worker.run(
+            _unless_stopped, job, pipeline.complete, models, context, settings, cache=cache,
+            cancel=job.stop_flag.is_set, on_step=on_step, on_decode=on_decode,
+            on_done=lambda future: self._count(job, future))
+        record.queue_ms = queued * 1000
+        if completion is None or completion.outcome == "stopped":
+            record.outcome = job.reason
+            return None
+        record.add(completion)
+        record.outcome = completion.outcome
+        return completion
+
+    def _count(self, job: Job, future: asyncio.Future) -> None:
+        """The end of a job on the model thread, counted even when its request was cancelled meanwhile."""
+        if future.cancelled():  # the worker shut down before it ran
+            return
+        if (err := future.exception()) is not None:
+            self.ledger.count("decodes_failed")
+            log.error("completion failed (request %s)", job.request_id, exc_info=err)
+            return
+        _, completion = future.result()
+        if completion is None or completion.outcome == "stopped":
+            self.ledger.count("decodes_stopped")
+        elif completion.outcome == "cache":
+            self.ledger.count("cache_hits")
+        elif completion.stats is not None:
+            self.ledger.count("decodes_finished")
+
+    def cancel_request(self, request_id: Any) -> None:
+        """$/cancelRequest arrived for `request_id`: stop its decode before the next iteration."""
+        if (job := self._jobs_by_request.get(request_id)) is not None:
+            job.stop("cancelled")
+        if (hook := self._cancel_hooks.get(request_id)) is not None:
+            hook()
+
+    @contextmanager
+    def _job(self, uri: str | None, request_id: Any, method: str, doc_uri: str) -> Iterator[tuple[Job, Record]]:
+        """A request's job and record, logged when it ends. A newer completion for the same document (`uri`;
+        None for an infill) stops the older one; a cancelled task stops its job too."""
+        self.ledger.count("requests")
+        job, record = Job(request_id, uri or ""), Record(request_id, method, Path(doc_uri).name)
+        if uri is not None:
+            if (older := self._jobs_by_doc.get(uri)) is not None:
+                older.stop("superseded")
+            self._jobs_by_doc[uri] = job
+        if request_id is not None:
+            self._jobs_by_request[request_id] = job
+        try:
+            yield job, record
+        except asyncio.CancelledError:  # $/cancelRequest: pygls cancelled the handler's task
+            job.stop("cancelled")
+            record.outcome = "cancelled"
+            raise
+        except Exception as err:
+            record.outcome = "invalid" if isinstance(err, JsonRpcInvalidParams) else "error"
+            record.error = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            if self._jobs_by_doc.get(job.uri) is job:
+                del self._jobs_by_doc[job.uri]
+            self._jobs_by_request.pop(job.request_id, None)
+            record.total_ms = (time.perf_counter() - job.arrived) * 1000
+            record.server_ms = max(0.0, record.total_ms - record.debounce_ms - record.decode_ms)
+            self.ledger.finish(record)
+            if record.outcome in ("ok", "empty", "cache"):
+                self._status(self.state, self._note(record))
+
     # ------------------------------------------------------------------ settings and models
     async def startup(self, initial: Any, pull: Callable[[], Awaitable[Any]]) -> None:
-        """Validate the first settings (imports decoding on the worker), then load the models."""
-        self._status("loading", "starting: importing the decoder")
-        settings = await self.worker.run(self._import_decoder)
-        settings, problems = merge(settings, initial)
+        """Validate the first settings (initializationOptions, then the pulled section), then load the models."""
+        self._status("loading", "starting: reading the settings")
+        settings, problems = merge(ServerSettings(), initial)
         settings, pulled_problems = merge(settings, await pull())
         self.settings = settings
         self._apply_log_level()
@@ -228,15 +268,6 @@ class Engine:
         log.info("settings: %s", json.dumps(settings.to_lsp()))
         self._ready.set()
         await self.load()
-
-    def _import_decoder(self) -> ServerSettings:
-        """Worker thread: the first validation imports decoding and torch; set torch's thread count."""
-        settings = ServerSettings()
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        return settings
 
     async def apply_settings(self, section: Any) -> None:
         """A workspace/didChangeConfiguration: merge, tell the user what was refused, reload when needed."""
@@ -259,16 +290,16 @@ class Engine:
         """(Re)load the models on the worker with work-done progress; a failure is shown, the server keeps on."""
         self._load_generation += 1
         generation = self._load_generation
-        settings = self.settings
-        paths = self._model_paths(settings)
+        settings, trained_ar = self.settings, self.trained_ar
+        names = f"{settings.dlm_path or 'the default DLM'} + {trained_ar or settings.ar_path or 'the default AR'}"
         self.models = None  # release the old pair before the new one is read (GPU memory)
         self.cache.forget()
-        self._status("loading", f"loading {paths[0]} + {paths[1]}")
+        self._status("loading", f"loading {names}")
         started = time.perf_counter()
         async with self.editor.progress("CoDiLA: loading models", cancellable=False) as progress:
-            progress.report(f"{Path(paths[0]).name} + {Path(paths[1]).name} on {settings.device}")
+            progress.report(f"{names} on {settings.device}")
             try:
-                models = await self.worker.run(_load_models, settings, self.trained_ar)
+                _, models = await self.worker.run(_load_models, settings, trained_ar, self.threads)
             except Exception as err:  # a bad folder, no CUDA, out of memory: tell the user, keep serving
                 log.exception("loading the models failed")
                 if generation == self._load_generation:
@@ -278,210 +309,47 @@ class Engine:
         if generation != self._load_generation:
             return  # a newer load was asked for while this one ran; it will report
         self.models = models
-        self.counters["loads"] += 1
-        self._status("ready", f"models loaded in {time.perf_counter() - started:.1f} s ({paths[1]})")
+        self.ledger.count("loads")
+        self._status("ready", f"models loaded in {time.perf_counter() - started:.1f} s ({names})")
 
-    def _model_paths(self, settings: ServerSettings) -> tuple[str, str]:
-        default = Path(__file__).resolve().parent.parent / "decoding" / "default_model"
-        return (settings.dlm_path or str(default / "dlm"),
-                self.trained_ar or settings.ar_path or str(default / "ar"))
-
-    # ------------------------------------------------------------------ completion
-    async def complete(self, doc: TextDocument, position: types.Position, request_id: Any, method: str,
-                       invoked: bool) -> Completion:
-        """The completion at `position` (UTF-16) in `doc`; its text is "" when there is none to offer."""
-        job = self._open_job(doc.uri, request_id)
-        record = Record(request_id, method, Path(doc.uri).name)
-        try:
-            context = text_stages.context_at(doc, position)
-            record.language, record.prefix_chars, record.suffix_chars = (
-                context.language, len(context.prefix), len(context.suffix))
-            text = await self._complete(job, context, invoked, record)
-            record.chars = len(text)
-            return Completion(text, context)
-        except asyncio.CancelledError:  # $/cancelRequest: pygls cancelled this task; stop the decode too
-            job.stop("cancelled")
-            record.outcome = "cancelled"
-            raise
-        except Exception as err:
-            record.outcome = "invalid" if isinstance(err, JsonRpcInvalidParams) else "error"
-            record.error = f"{type(err).__name__}: {err}"
-            raise
-        finally:
-            self._close_job(job, record)
-
-    async def _complete(self, job: Job, context: Context, invoked: bool, record: Record) -> str:
-        self.last_context = context
-        if (rest := self.cache.lookup(context)) is not None:
-            self.counters["cache_hits"] += 1
-            record.outcome = "cache"
-            return rest
-        if text_stages.looks_binary(context.prefix[-4096:] + context.suffix[:4096]):
-            record.outcome = "binary"
-            return ""
-        if self.models is None:
-            record.outcome = "not_ready"
-            return ""
-        settings, models = self.settings, self.models
-        if not invoked and settings.debounce_ms:
-            started = time.perf_counter()
-            await asyncio.sleep(settings.debounce_ms / 1000)
-            record.debounce_ms = (time.perf_counter() - started) * 1000
-        if job.stopped:
-            record.outcome = job.reason
-            return ""
-        decoded = await self.worker.run(self._decode, job, context, models, settings, record, None)
-        if decoded is None:
-            record.outcome = job.reason
-            return ""
-        self.cache.store(context, decoded.text)
-        record.outcome = "ok" if decoded.text else "empty"
-        return decoded.text
-
-    async def infill(self, context: Context, request_id: Any, progress: Progress) -> Decoded | None:
-        """Regenerate `context.range` (command codila.infillSelection); None when stopped by the user."""
-        if self.models is None:
-            raise NotReady("the models are not loaded yet" if self.state == "loading"
-                           else "the models failed to load (see the earlier message)")
-        record = Record(request_id, "infillSelection", Path(context.uri).name, language=context.language,
-                        prefix_chars=len(context.prefix), suffix_chars=len(context.suffix))
-        job = self._open_job(None, request_id)
-        progress.on_cancel(lambda: job.stop("cancelled"))
-        budget = self.settings.max_new_tokens
-
-        def on_step(step: Any) -> None:  # worker thread
-            done = budget - step.remaining
-            progress.report(f"{done}/{budget} tokens", int(100 * done / budget))
-
-        try:
-            decoded = await self.worker.run(self._decode, job, context, self.models, self.settings, record, on_step)
-            record.outcome = job.reason if decoded is None else "ok"
-            return decoded
-        except asyncio.CancelledError:
-            job.stop("cancelled")
-            record.outcome = "cancelled"
-            raise
-        except Exception as err:
-            record.outcome, record.error = "error", f"{type(err).__name__}: {err}"
-            raise
-        finally:
-            self._close_job(job, record)
-
-    def _decode(self, job: Job, context: Context, models: Any, settings: ServerSettings, record: Record,
-                on_step: Callable[[Any], None] | None) -> Decoded | None:
-        """Worker thread: window -> decoding.infill -> tidy -> verify. None when the job was stopped."""
-        from decoding import Cancelled, infill
-
-        record.queue_ms = (time.perf_counter() - job.arrived) * 1000 - record.debounce_ms
-        if job.stopped:
-            self.counters["decodes_stopped"] += 1
-            return None
-        self.counters["decodes_started"] += 1
-        prefix, suffix, prefix_tokens, suffix_tokens = text_stages.window(context, _context_budget(models, settings))
-        started = time.perf_counter()
-        try:
-            result = infill(models, prefix, suffix, settings.decode_config(), max_prefix_tokens=prefix_tokens,
-                            max_suffix_tokens=suffix_tokens, cancel=job.stop_flag.is_set, on_step=on_step)
-        except Cancelled:
-            self.counters["decodes_stopped"] += 1
-            return None
-        except Exception:
-            self.counters["decodes_failed"] += 1
-            log.exception("decoding failed (request %s)", job.request_id)
-            raise
-        finally:
-            record.decode_ms = (time.perf_counter() - started) * 1000
-        self.counters["decodes_finished"] += 1
-        _add_stats(record, result.stats.as_dict())
-        started = time.perf_counter()
-        tidied = text_stages.tidy(result.text, context)
-        record.tidy_ms = (time.perf_counter() - started) * 1000
-        verdict = check_insertion(context.prefix, tidied, context.suffix, context.language, settings.syntax_check)
-        record.verify, record.verify_ms = verdict.status, verdict.millis
-        return Decoded(verdict.text, verdict.status)
-
-    # ------------------------------------------------------------------ jobs: supersede and cancel
-    def _open_job(self, uri: str | None, request_id: Any) -> Job:
-        """A job for a request; a newer completion for the same document stops the older one."""
-        self.counters["requests"] += 1
-        job = Job(request_id, uri or "")
-        if uri is not None:
-            if (older := self._jobs_by_doc.get(uri)) is not None:
-                older.stop("superseded")
-            self._jobs_by_doc[uri] = job
-        if request_id is not None:
-            self._jobs_by_request[request_id] = job
-        return job
-
-    def _close_job(self, job: Job, record: Record) -> None:
-        if self._jobs_by_doc.get(job.uri) is job:
-            del self._jobs_by_doc[job.uri]
-        self._jobs_by_request.pop(job.request_id, None)
-        record.total_ms = (time.perf_counter() - job.arrived) * 1000
-        record.server_ms = max(0.0, record.total_ms - record.debounce_ms - record.decode_ms)
-        self.recent.append(record.as_dict())
-        request_log.info("%s", json.dumps(record.as_dict()))
-        if record.outcome in ("ok", "empty", "cache"):
-            self.last_latency_ms = record.total_ms
-            self._status(self.state, self._verification_note(record), self.last_latency_ms)
-
-    def cancel_request(self, request_id: Any) -> None:
-        """$/cancelRequest arrived for `request_id`: stop its decode before the next iteration."""
-        if (job := self._jobs_by_request.get(request_id)) is not None:
-            job.stop("cancelled")
-        if (hook := self._cancel_hooks.get(request_id)) is not None:
-            hook()
-
-    # ------------------------------------------------------------------ training
     async def train(self, options: TrainOptions, progress: Progress, request_id: Any = None) -> str:
-        """Fine-tune the AR on the workspace in a subprocess, then switch to it without a restart."""
+        """Fine-tune the AR on the workspace in a subprocess (lsp_server.training_job), then switch to it."""
         if self.training is not None:
             raise RuntimeError("a training run is already going on")
         await self._ready.wait()
-        dlm, ar = self._model_paths(self.settings)
+        _, (dlm, ar) = await self.worker.run(_model_paths, self.settings, self.trained_ar)
         run = TrainingRun(options, dlm=dlm, ar=ar, device=self.settings.device)
         self.training = run
         progress.on_cancel(run.cancel)
         self._cancel_hooks[request_id] = run.cancel
 
         def on_progress(row: dict[str, Any]) -> None:
-            message = _training_message(row)
+            message = describe_progress(row)
             progress.report(message, int(100 * row["step"] / max(row["total_steps"], 1)))
-            self._status("training", message, self.last_latency_ms)
+            self._status("training", message)
 
-        self._status("training", f"training on {len(options.folders)} folder(s)", self.last_latency_ms)
+        self._status("training", f"training on {len(options.folders)} folder(s)")
         try:
             output = await run.run(on_progress)
         finally:
             self.training = None
             self._cancel_hooks.pop(request_id, None)
-            self._status(self.state, "training ended", self.last_latency_ms)
+            self._status(self.state, "training ended")
         self.trained_ar = output
         await self.load()
         return output
 
     # ------------------------------------------------------------------ reporting
     def stats(self) -> dict[str, Any]:
-        """codila/debugStats: threads, memory, counters, the last request's context, recent request records."""
-        context = self.last_context
+        """codila/debugStats: the ledger's counters and records, the state, settings and jobs."""
         return {
             "state": self.state,
-            "threads": threading.active_count(),
-            "threadNames": sorted(t.name for t in threading.enumerate()),
-            "osThreads": _os_threads(),
-            "rssBytes": _rss_bytes(),
-            **{_camel(k): v for k, v in self.counters.items()},
+            **self.ledger.snapshot(),
             "activeJobs": len(self._jobs_by_request),
-            "lastLatencyMs": self.last_latency_ms,
             "training": self.training is not None,
             "trainedAr": self.trained_ar,
             "settings": self.settings.to_lsp() if self.settings else None,
             "decodeConfig": dataclasses.asdict(self.settings.decode_config()) if self.settings else None,
-            "lastContext": None if context is None else {
-                "uri": context.uri, "language": context.language, "prefixTail": context.prefix[-40:],
-                "suffixHead": context.suffix[:40], "line": context.position.line,
-                "character": context.position.character},
-            "recent": list(self.recent),
         }
 
     def close(self) -> None:
@@ -491,23 +359,18 @@ class Engine:
             self.training.cancel()
         self.worker.close()
 
-    def _status(self, state: str, message: str, last_latency_ms: float | None = None) -> None:
+    def _status(self, state: str, message: str) -> None:
         if state != "training":
             self.state = state
         shown = "training" if self.training is not None else state
-        self.editor.status(shown, message, last_latency_ms if last_latency_ms is not None else self.last_latency_ms)
+        self.editor.status(shown, message, self.ledger.last_latency_ms)
 
-    def _verification_note(self, record: Record) -> str:
-        if record.outcome == "cache":
-            return "completion from the suggestion being typed"
-        note = f"{record.tokens} tokens in {record.iterations} steps"
-        if record.verify == "unverified" and self.settings.syntax_check != "off":
-            language = record.language or "this language"
-            if language not in self._unverified_languages:
-                self._unverified_languages.add(language)
-                log.info("syntax check unavailable for %s: completions pass unverified", record.doc)
-            return f"{note}; syntax not checked (no grammar for {record.doc})"
-        return f"{note}; syntax {record.verify}" if record.verify else note
+    def _note(self, record: Record) -> str:
+        checked = self.settings.syntax_check != "off"
+        if checked and record.verify == "unverified" and record.language not in self._unverified_languages:
+            self._unverified_languages.add(record.language)
+            log.info("syntax check unavailable for %s: completions pass unverified", record.doc)
+        return status_note(record, checked)
 
     def _report_problems(self, problems: list[str]) -> None:
         for problem in problems:
@@ -519,59 +382,23 @@ class Engine:
         logging.getLogger().setLevel(self.settings.log_level.upper())
 
 
-def _load_models(settings: ServerSettings, trained_ar: str | None) -> Any:
-    """Worker thread: decoding.load_models with the settings' paths (None = the shipped default model)."""
-    from decoding import load_models
-
-    return load_models(settings.dlm_path, trained_ar or settings.ar_path, device=settings.device,
-                       dtype=settings.dtype, trust_remote_code=settings.trust_remote_code,
-                       ar_backend=settings.ar_backend)
+def _unless_stopped(job: Job, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Model thread: fn(...), unless the job was stopped while it waited in the queue (then None)."""
+    return None if job.stopped else fn(*args, **kwargs)
 
 
-def _context_budget(models: Any, settings: ServerSettings) -> int:
-    """contextTokens, shrunk so that prefix + masked middle + suffix fits the DLM's positions."""
-    positions = getattr(models.dlm.model.config, "max_position_embeddings", None) or 1 << 30
-    budget = min(settings.context_tokens, positions - settings.max_new_tokens)
-    if budget < 0:
-        raise ValueError(f"maxNewTokens {settings.max_new_tokens} is more than the model's {positions} positions")
-    return budget
+def _load_models(settings: ServerSettings, trained_ar: str | None, threads: int) -> Any:
+    """Model thread: decoding.load_models with the settings' paths (None = the shipped default model)."""
+    if threads:
+        import torch  # the thread count must be set before the first forward pass
+
+        torch.set_num_threads(threads)
+    return decoding.load_models(settings.dlm_path, trained_ar or settings.ar_path, device=settings.device,
+                                dtype=settings.dtype, trust_remote_code=settings.trust_remote_code,
+                                ar_backend=settings.ar_backend)
 
 
-def _add_stats(record: Record, stats: dict[str, Any]) -> None:
-    record.dlm_ms = stats["dlm_seconds"] * 1000
-    record.ar_ms = stats["ar_seconds"] * 1000
-    record.decoder_other_ms = stats["other_seconds"] * 1000
-    record.forwards = stats["dlm_forwards"]
-    record.ar_calls = stats["ar_calls"]
-    record.iterations = stats["iterations"]
-    record.tokens = stats["tokens"]
-    record.tokens_per_step = stats["tokens"] / max(stats["iterations"], 1)
-    record.deadline_hit = bool(stats.get("deadline_hit", False))
-
-
-def _training_message(row: dict[str, Any]) -> str:
-    eta = row.get("eta_s") or 0
-    return (f"step {row['step']}/{row['total_steps']}, loss {row['loss']:.3f}, "
-            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _os_threads() -> int | None:
-    """Threads of this process as the OS counts them (torch's native pools included); None off Linux."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return None
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
+def _model_paths(settings: ServerSettings, trained_ar: str | None) -> tuple[str, str]:
+    """Model thread: the DLM and AR folders in use (the defaults from decoding, which imports torch)."""
+    default = decoding.default_model_dir()
+    return settings.dlm_path or str(default / "dlm"), trained_ar or settings.ar_path or str(default / "ar")

@@ -1,4 +1,5 @@
-"""The CoDiLA language server: thin LSP handlers; the work lives in lsp_server.engine (the one adapter).
+"""The CoDiLA language server: thin LSP handlers. lsp_server.engine schedules the work, lsp_server.pipeline
+is the completion itself (cache -> context window -> decoding.infill -> tidy -> verify).
 
     textDocument/inlineCompletion   multi-line ghost text from the text before and after the cursor
     textDocument/completion         the same completion as one item with a multi-line TextEdit
@@ -33,10 +34,18 @@ log = logging.getLogger("lsp_server.server")
 
 
 class CodilaProtocol(LanguageServerProtocol):
-    """pygls's protocol, plus: `$/cancelRequest` also stops the request's work on the model thread.
+    """pygls's protocol, plus: `$/cancelRequest` for a command (infill, training) stops the command's work.
 
-    pygls cancels the request's asyncio task (or only its result future, for commands); neither reaches a
-    decode already running in another thread. The engine's stop flag does, before the next iteration.
+    Why a private method is overridden (pygls 2.1.1, pinned in pyproject.toml): pygls has no public hook
+    for `$/cancelRequest`. `_handle_notification` consumes the method before user features are looked up,
+    so a `@server.feature("$/cancelRequest")` is never called, and `_handle_cancel_notification(msg_id)`
+    cancels that request's future only. For the completion handlers (async features) that future is the
+    handler's own task: they get asyncio.CancelledError and Engine.complete stops the decode - pygls's
+    public behaviour, this override is not needed there. For `workspace/executeCommand` the future is
+    pygls's generator wrapper: the command coroutine runs as another task under a random id and is never
+    told, so the override hands the id to the engine, which stops the infill's decode or the training run.
+    tests/test_server_units.py::test_pygls_cancellation_is_as_this_override_expects fails when an upgrade
+    changes any of this (then use the public API it offers).
     """
 
     def _handle_cancel_notification(self, msg_id: Any) -> None:
@@ -125,11 +134,11 @@ async def inline_completion(ls: CodilaServer, params: types.InlineCompletionPara
     """Ghost text at the cursor, from the text before and after it."""
     document = ls.document(params.text_document.uri)
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    completion = await ls.engine.complete(document, params.position, ls.protocol.msg_id, "inlineCompletion", invoked)
-    if not completion.text:
+    answer = await ls.engine.complete(document, params.position, ls.protocol.msg_id, "inlineCompletion", invoked)
+    if not answer.text:
         return types.InlineCompletionList(items=[])
-    cursor = types.Range(start=completion.context.position, end=completion.context.position)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=completion.text, range=cursor)])
+    cursor = types.Range(start=answer.context.position, end=answer.context.position)
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=answer.text, range=cursor)])
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
@@ -137,8 +146,8 @@ async def completion(ls: CodilaServer, params: types.CompletionParams) -> types.
     """The same completion for clients without inline completion: one item, one multi-line TextEdit."""
     document = ls.document(params.text_document.uri)
     invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-    completion = await ls.engine.complete(document, params.position, ls.protocol.msg_id, "completion", invoked)
-    items = [completion_item(completion.text, completion.context)] if completion.text else []
+    answer = await ls.engine.complete(document, params.position, ls.protocol.msg_id, "completion", invoked)
+    items = [completion_item(answer.text, answer.context)] if answer.text else []
     return types.CompletionList(is_incomplete=True, items=items)
 
 
@@ -149,15 +158,15 @@ async def infill_selection(ls: CodilaServer, *args: Any) -> dict[str, Any]:
     context = context_for_range(ls.document(uri), span)
     try:
         async with ls.ui.progress("CoDiLA: infilling", cancellable=True) as progress:
-            decoded = await ls.engine.infill(context, ls.protocol.msg_id, progress)
+            completion = await ls.engine.infill(context, ls.protocol.msg_id, progress)
     except NotReady as err:
         ls.ui.message("warning", f"CoDiLA: cannot infill: {err}")
         return {"applied": False, "reason": str(err)}
-    if decoded is None:
+    if completion is None:
         return {"applied": False, "reason": "cancelled"}
     if ls.workspace.get_text_document(uri).version != context.version:
-        return {"applied": False, "reason": "the document changed while infilling", "text": decoded.text}
-    return {"applied": await ls.apply(context, decoded.text), "text": decoded.text, "verify": decoded.status}
+        return {"applied": False, "reason": "the document changed while infilling", "text": completion.text}
+    return {"applied": await ls.apply(context, completion.text), "text": completion.text, "verify": completion.verify}
 
 
 @server.command(TRAIN_COMMAND)

@@ -6,11 +6,11 @@ Settings arrive three ways, all carrying the same object: `initializationOptions
 reported (the caller shows it to the user) and the previous valid value of that key stays, as in
 jedi-language-server's `initialization_options.py`.
 
-Decoding knobs left unset (None) take the value of the chosen preset (decoding.config.PRESETS); set ones
-override it. `ServerSettings.decode_config` is the DecodeConfig every completion uses.
-
-`decoding` (and with it torch) is imported on first validation, not with this module: the server answers
-`initialize` at once and validates on its model thread while torch loads.
+SETTINGS is the server's view of the one settings table (decoding/config.py): the model rows, the decoding
+knobs (those a preset sets become "null = the preset's value"), and the rows only an editor has. Names,
+validation and defaults come from it; tests/test_settings_table.py checks the editors' schemas
+(package.json, the Neovim plugin) and README's table against it. `ServerSettings.decode_config` is the
+DecodeConfig every completion uses.
 """
 
 from __future__ import annotations
@@ -18,68 +18,53 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from decoding.config import DecodeConfig
+from decoding.config import DECODE_SETTINGS, MODEL_SETTINGS, PRESET_SETTING, DecodeConfig, Setting, preset
+from verify.insertion import MODES as SYNTAX_CHECKS
 
-PRESET_NAMES = ("fast", "balanced", "accurate")  # decoding.config.PRESETS, checked there too
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-AR_BACKENDS = ("torch", "vllm")
-SYNTAX_CHECKS = ("off", "trim", "reject")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+PRESET_KNOBS = ("method", "block_size", "mode", "tau", "scope", "kv_cache")  # null = the preset's value
+_DECODE = {setting.name: setting for setting in DECODE_SETTINGS}
 
-# Editor name (camelCase, the contract with the clients) -> field name.
-FIELD_OF = {
-    "preset": "preset",
-    "dlmPath": "dlm_path",
-    "arPath": "ar_path",
-    "device": "device",
-    "dtype": "dtype",
-    "arBackend": "ar_backend",
-    "trustRemoteCode": "trust_remote_code",
-    "method": "method",
-    "blockSize": "block_size",
-    "mode": "mode",
-    "tau": "tau",
-    "scope": "scope",
-    "temperature": "temperature",
-    "topP": "top_p",
-    "maxNewTokens": "max_new_tokens",
-    "contextTokens": "context_tokens",
-    "latencyBudgetMs": "latency_budget_ms",
-    "debounceMs": "debounce_ms",
-    "syntaxCheck": "syntax_check",
-    "kvCache": "kv_cache",
-    "logLevel": "log_level",
-}
-NAME_OF = {field: name for name, field in FIELD_OF.items()}
 
-# Fields whose change needs the models loaded again (in the background, without a restart).
-MODEL_FIELDS = ("dlm_path", "ar_path", "device", "dtype", "ar_backend", "trust_remote_code")
+def _preset_knob(name: str) -> Setting:
+    row = _DECODE[name]
+    return row.but(default=None, nullable=True, help=f"{row.help}; null = the preset's value")
+
+
+# The editor-facing settings, in the order the editors list them.
+SETTINGS: tuple[Setting, ...] = (
+    PRESET_SETTING.but(default="balanced", nullable=False,
+                       help="fills the decoding knobs left null: " + PRESET_SETTING.help.split("(", 1)[1][:-1]),
+    *MODEL_SETTINGS,
+    *(_preset_knob(name) for name in ("method", "block_size", "mode")),
+    _DECODE["tau"],  # no preset sets it: null is the AR's own threshold
+    _preset_knob("scope"),
+    _DECODE["temperature"],
+    _DECODE["top_p"],
+    _DECODE["max_new_tokens"].but(high=1024),
+    Setting("context_tokens", int, 512, "tokens of text around the cursor the model reads (3/4 before, 1/4 "
+            "after; shrunk to fit the DLM's positions)", low=16, high=1_000_000),
+    Setting("latency_budget_ms", int, 0, "the decoder's deadline_ms: it commits more per step to finish in "
+            "time; 0 = off", low=0, high=3_600_000),
+    Setting("debounce_ms", int, 150, "automatic inline requests wait this long; a newer one replaces them "
+            "without a decode (invoked requests do not wait)", low=0, high=10_000),
+    Setting("syntax_check", str, "trim", "what verify.check_insertion does with a completion that adds a syntax "
+            "error: off, trim it to its longest clean prefix, reject it", choices=SYNTAX_CHECKS),
+    _preset_knob("kv_cache"),
+    Setting("log_level", str, "info", "the server's log level (stderr or --log-file)", choices=LOG_LEVELS),
+)
+SETTING_OF = {setting.editor_name: setting for setting in SETTINGS}  # editor key (camelCase) -> row
+MODEL_FIELDS = tuple(setting.name for setting in MODEL_SETTINGS)  # a change reloads the models
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Everything the editor can set. Field docs give type, default and range; the README lists them too.
+    """Everything the editor can set; each field is a row of SETTINGS (type, default, range, help).
 
-    preset:            "fast" | "balanced" | "accurate": the decoding knobs below that are left None.
-    dlm_path, ar_path: local model folders; None = the shipped default model (decoding/default_model).
-    device:            "auto" (cuda when available) | "cpu" | "cuda" | "cuda:N".
-    dtype:             "auto" (bfloat16 on CUDA, float32 on CPU) | "float32" | "bfloat16" | "float16".
-    ar_backend:        "torch" | "vllm" (GPU only) for the AR executor.
-    trust_remote_code: run Python code shipped with a model folder; off unless the user sets it.
-    method, block_size, mode, tau, scope, kv_cache: DecodeConfig knobs; None = the preset's value.
-    temperature, top_p: DecodeConfig knobs (not part of the presets).
-    max_new_tokens:    length of the masked middle, 1..1024 tokens (a budget: unused positions become EOS).
-    context_tokens:    tokens of text around the cursor the model sees: 3/4 before, 1/4 after the cursor.
-    latency_budget_ms: DecodeConfig.deadline_ms; 0 = no budget.
-    debounce_ms:       automatic inline requests wait this long; a newer request for the document in the
-                       meantime replaces them without decoding. Invoked requests do not wait.
-    syntax_check:      "off" | "trim" | "reject": what verify.check_insertion does with a completion that
-                       adds a syntax error.
-    log_level:         "debug" | "info" | "warning" | "error" for the server's log (stderr or --log-file).
+    preset fills the decoding knobs left None (method, block_size, mode, tau, scope, kv_cache);
+    dlm_path / ar_path None = the shipped default model; latency_budget_ms 0 = no deadline.
     """
 
     preset: str = "balanced"
@@ -98,39 +83,20 @@ class ServerSettings:
     top_p: float = 1.0
     max_new_tokens: int = 64
     context_tokens: int = 512
-    latency_budget_ms: float = 0.0
+    latency_budget_ms: int = 0
     debounce_ms: int = 150
     syntax_check: str = "trim"
     kv_cache: str | None = None
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        _one_of("preset", self.preset, PRESET_NAMES)
-        for name in ("dlm_path", "ar_path"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"must be a folder path or null (the default model); got {value!r}")
-        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N; got {self.device!r}")
-        _one_of("dtype", self.dtype, DTYPES)
-        _one_of("ar_backend", self.ar_backend, AR_BACKENDS)
-        if not isinstance(self.trust_remote_code, bool):
-            raise ValueError(f"must be true or false; got {self.trust_remote_code!r}")
-        _integer("max_new_tokens", self.max_new_tokens, 1, 1024)
-        _integer("context_tokens", self.context_tokens, 16, 1_000_000)
-        _integer("debounce_ms", self.debounce_ms, 0, 10_000)
-        _number("latency_budget_ms", self.latency_budget_ms, 0, 3_600_000)
-        _one_of("syntax_check", self.syntax_check, SYNTAX_CHECKS)
-        _one_of("log_level", self.log_level, LOG_LEVELS)
+        for setting in SETTINGS:
+            setting.check(getattr(self, setting.name))
         self.decode_config()  # validates the decoding knobs together (DecodeConfig.__post_init__)
 
-    def decode_config(self) -> "DecodeConfig":
+    def decode_config(self) -> DecodeConfig:
         """The preset with every explicitly set knob on top, and the latency budget as deadline_ms."""
-        from decoding.config import preset
-
-        knobs = dict(method=self.method, block_size=self.block_size, mode=self.mode, tau=self.tau,
-                     scope=self.scope, kv_cache=self.kv_cache)
-        explicit = {name: value for name, value in knobs.items() if value is not None}
+        explicit = {name: getattr(self, name) for name in PRESET_KNOBS if getattr(self, name) is not None}
         return preset(self.preset, **explicit, temperature=self.temperature, top_p=self.top_p,
                       max_new_tokens=self.max_new_tokens,
                       deadline_ms=float(self.latency_budget_ms) if self.latency_budget_ms else None)
@@ -142,7 +108,7 @@ class ServerSettings:
 
     def to_lsp(self) -> dict[str, Any]:
         """The settings under their editor names (debugStats, logs)."""
-        return {NAME_OF[f.name]: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {setting.editor_name: getattr(self, setting.name) for setting in SETTINGS}
 
 
 def merge(current: ServerSettings, section: Any) -> tuple[ServerSettings, list[str]]:
@@ -157,44 +123,26 @@ def merge(current: ServerSettings, section: Any) -> tuple[ServerSettings, list[s
         return current, [f"the settings must be an object; got {type(section).__name__}"]
     problems = []
     for name, value in section.items():
-        field = FIELD_OF.get(name)
-        if field is None:
-            problems.append(f"{name}: unknown setting (known: {', '.join(FIELD_OF)})")
+        setting = SETTING_OF.get(name)
+        if setting is None:
+            problems.append(f"{name}: unknown setting (known: {', '.join(SETTING_OF)})")
             continue
         try:
-            current = dataclasses.replace(current, **{field: value})
+            current = dataclasses.replace(current, **{setting.name: value})
         except (ValueError, TypeError) as err:
-            kept = getattr(current, field)
-            problems.append(f"{name} = {value!r} ignored: {_plain(err, field)}; keeping "
-                            f"{'the preset value' if kept is None and field in _PRESET_KNOBS else repr(kept)}")
+            kept = getattr(current, setting.name)
+            problems.append(f"{name} = {value!r} ignored: {_in_editor_words(err)}; keeping "
+                            f"{'the preset value' if kept is None and setting.name in PRESET_KNOBS else repr(kept)}")
     return current, problems
 
 
-_PRESET_KNOBS = ("method", "block_size", "mode", "tau", "scope", "kv_cache")
-
-
-def _plain(err: Exception, field: str) -> str:
-    """DecodeConfig names fields in snake_case; say it in the editor's words."""
+def _in_editor_words(err: Exception) -> str:
+    """The table names settings in snake_case; say it in the editor's words."""
     text = str(err)
-    for snake, camel in NAME_OF.items():
-        text = re.sub(rf"\b{snake}\b", camel, text)
+    for setting in SETTINGS:
+        text = re.sub(rf"\b{setting.name}\b", setting.editor_name, text)
     return text
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a whole number; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"must be between {low} and {high}; got {value}")
-
-
-def _number(name: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"must be a number; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"must be between {low:g} and {high:g}; got {value}")
+assert [(f.name, f.default) for f in dataclasses.fields(ServerSettings)] == [(s.name, s.default) for s in SETTINGS], \
+    "ServerSettings' fields and defaults must be the rows of SETTINGS, in order"

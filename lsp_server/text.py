@@ -1,11 +1,11 @@
 """Text stages around the decoder: where the cursor is, what the model sees, and tidying what it wrote.
 
     context_at(doc, position) / context_for_range(doc, range)   LSP position (UTF-16) -> prefix | suffix
-    window(context, tokens)                                      a bounded slice around the cursor
+    window(context, budget, count_tokens)                        what the decoder reads around the cursor
     tidy(text, context)                                          drop what already follows the cursor,
                                                                  indent like the file
 
-Pure functions on strings and pygls documents; no model, no I/O.
+Pure functions on strings and pygls documents; no model, no I/O (`window` is handed a token counter).
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.workspace import TextDocument
 
+from decoding.context import SUFFIX_SHARE, split_context
 from verify import language_for
 
 CHARS_PER_TOKEN = 8  # a generous upper bound for code: the character cut before tokenizing never bites first
 MAX_OVERLAP = 400  # characters of the suffix compared with the end of a completion
+TIDY_SAMPLE = 20_000  # characters each side of the cursor that tidying reads (lines, indentation)
 BINARY_CONTROL_SHARE = 0.1  # more control characters than this in the visible context: binary content
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
 _BRACKETS = {")": "(", "]": "[", "}": "{"}
@@ -69,17 +72,31 @@ def context_for_range(doc: TextDocument, span: types.Range) -> Context:
                    types.Range(start=start, end=end))
 
 
-def window(context: Context, context_tokens: int) -> tuple[str, str, int, int]:
-    """(prefix, suffix, prefix_tokens, suffix_tokens): 3/4 of the token budget before the cursor, 1/4 after.
+@dataclass(frozen=True)
+class Window:
+    """The text the decoder reads: the decoder keeps the last prefix_tokens / first suffix_tokens of it."""
 
-    Characters are cut first so that a 5 MB file is never tokenized whole; the decoder then keeps the last
-    prefix_tokens / first suffix_tokens tokens exactly.
+    prefix: str
+    suffix: str
+    prefix_tokens: int
+    suffix_tokens: int
+
+
+def window(context: Context, budget: int, count_tokens: Callable[[str], int]) -> Window:
+    """`budget` tokens around the cursor, shared by decoding.context.split_context (3/4 before, 1/4 after;
+    what one side does not need goes to the other).
+
+    Characters are cut first, CHARS_PER_TOKEN per token, so a 5 MB file is never tokenized whole. A side
+    with fewer characters than that for its share is counted exactly (`count_tokens`); a longer side
+    counts as long, so the common cases (mid-file, end of file) tokenize a few lines at most.
     """
-    suffix_tokens = context_tokens // 4
-    prefix_tokens = context_tokens - suffix_tokens
-    prefix = context.prefix[-prefix_tokens * CHARS_PER_TOKEN:] if context.prefix else ""
-    suffix = context.suffix[: suffix_tokens * CHARS_PER_TOKEN]
-    return prefix, suffix, prefix_tokens, suffix_tokens
+    suffix_share = budget // SUFFIX_SHARE
+    prefix_share = budget - suffix_share
+    n_prefix = count_tokens(context.prefix) if len(context.prefix) < prefix_share * CHARS_PER_TOKEN else budget
+    n_suffix = count_tokens(context.suffix) if len(context.suffix) < suffix_share * CHARS_PER_TOKEN else budget
+    keep_prefix, keep_suffix = split_context(n_prefix, n_suffix, budget)
+    prefix = context.prefix[-keep_prefix * CHARS_PER_TOKEN:] if keep_prefix else ""
+    return Window(prefix, context.suffix[: keep_suffix * CHARS_PER_TOKEN], keep_prefix, keep_suffix)
 
 
 def looks_binary(text: str) -> bool:
@@ -91,8 +108,8 @@ def looks_binary(text: str) -> bool:
 
 def tidy(text: str, context: Context) -> str:
     """The completion as the editor should show it: no repeat of what follows the cursor, the file's indents."""
-    text = strip_overlap(text, context.suffix)
-    return match_indentation(text, indent_unit(context.prefix[-20_000:] + context.suffix[:20_000]))
+    text = strip_overlap(text, context.suffix[:TIDY_SAMPLE])
+    return match_indentation(text, indent_unit(context.prefix[-TIDY_SAMPLE:] + context.suffix[:TIDY_SAMPLE]))
 
 
 def strip_overlap(text: str, suffix: str) -> str:

@@ -154,6 +154,13 @@ class TrainingRun:
         asyncio.get_running_loop().call_later(5.0, _kill_if_running, process)
 
 
+def describe_progress(row: dict[str, Any]) -> str:
+    """One progress line of training.finetune in words (the status bar, the progress notification)."""
+    eta = row.get("eta_s") or 0
+    return (f"step {row['step']}/{row['total_steps']}, loss {row['loss']:.3f}, "
+            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+
+
 def _kill_if_running(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.kill()

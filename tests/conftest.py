@@ -24,3 +24,13 @@ def tiny_models(tiny_model_dirs):
 
     dlm_dir, ar_dir = tiny_model_dirs
     return load_models(dlm_dir, ar_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def published_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """(dream_dir, qwen3_dir): tiny checkpoints laid out exactly like the published Dream-Coder-v0-Instruct-7B and
+    Qwen3-0.6B folders, real vocabulary sizes and special-token ids (tests/published_models.py)."""
+    from tests.published_models import write_dream_coder, write_qwen3
+
+    root = tmp_path_factory.mktemp("published")
+    return write_dream_coder(root / "Dream-Coder-v0-Instruct-7B"), write_qwen3(root / "Qwen3-0.6B")

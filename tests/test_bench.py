@@ -5,13 +5,14 @@ import json
 
 import pytest
 
-from benchmarks.harness import Length, context_limits
+from benchmarks.harness import Length
 from benchmarks.infill import format_table
 from benchmarks.metrics import HEADLINE, Sample, exact_match, percentile, program_syntax_ok, similarity, summarize
 from benchmarks.plot import pareto_front, pareto_plot
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
 from decoding.config import DecodeConfig
+from lsp_server.settings import ServerSettings
 
 # the example problem shipped in openai/human-eval-infilling data/example_problem.jsonl
 OPENAI_EXAMPLE = {"task_id": "test/0", "prompt": "def return1():\n", "suffix": "1", "canonical_solution": "    return ",
@@ -39,21 +40,45 @@ def test_valid_specs_set_the_config_they_name(spec, expected):
         assert getattr(decoder.config, key) == value, key
 
 
+def test_a_preset_spec_is_the_editor_settings_of_that_preset():
+    decoder = parse_spec("preset:fast")
+    assert decoder.settings == ServerSettings(preset="fast") and not decoder.uses_length
+    assert decoder.settings.decode_config() == ServerSettings(preset="fast").decode_config()
+    tuned = parse_spec("preset:balanced,max_new_tokens=32,kv=none,syntax_check=off,context_tokens=1024")
+    assert tuned.settings == ServerSettings(max_new_tokens=32, kv_cache="none", syntax_check="off",
+                                            context_tokens=1024)
+    assert tuned.settings.decode_config().kv_cache == "none"  # kv=none is the choice, not "the preset's"
+    assert parse_spec("codila:b=4").uses_length
+
+
+def test_an_ar_spec_names_the_plain_baseline_and_its_model():
+    plain = parse_spec("ar")
+    assert plain.model is None and plain.uses_length and plain.describe()["model"] == "the executor's base"
+    assert parse_spec("ar:model=base:smollm2-135m").model == "base:smollm2-135m"
+
+
 def test_spec_settings_go_on_top_of_the_harness_base_config():
     assert parse_spec("codila:b=4", DecodeConfig(seed=7)).config.seed == 7
     assert parse_spec("codila:b=4,seed=3", DecodeConfig(seed=7)).config.seed == 3
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("ar:k=1", "method must be one of codila, codila-top1, dlm"),
+    ("beam:k=1", "method must be one of codila, codila-top1, dlm, preset, ar"),
+    ("ar:k=1", "ar takes one setting, model=PATH"),
     ("dlm:q=1", "unknown key 'q'; valid keys: k, conf, b, budget_ms, kv, block_size"),
-    ("dlm:k=two", "k='two' is not a valid int"),
+    ("dlm:k=two", "tokens_per_step='two' is not a valid integer"),
     ("dlm:k", "'k' is not KEY=VALUE"),
     ("codila:b=99", "block_size must be between 1 and 16"),
     ("codila:kv=triple", "kv_cache must be one of none, prefix, dual"),
     ("dlm:max_new_tokens=5", "set for every task by --length"),
     ("dlm:k=1,tokens_per_step=2", "given twice"),
-    ("codila:eos_casting=maybe", "is not a valid bool"),
+    ("codila:eos_casting=maybe", "is not a valid boolean"),
+    ("preset:turbo", "preset must be one of fast, balanced, accurate"),
+    ("preset:", "needs a preset name first"),
+    ("preset:fast,debounce_ms=0", "unknown key 'debounce_ms'"),
+    ("preset:fast,dlm_path=x", "unknown key 'dlm_path'"),
+    ("preset:fast,max_new_tokens=2000", "max_new_tokens must be between 1 and 1024"),
+    ("preset:fast,eos_penalty=1", "unknown key 'eos_penalty'"),
 ])
 def test_bad_specs_fail_with_a_message_that_says_why(spec, message):
     with pytest.raises(ValueError, match="decoder spec") as err:
@@ -262,15 +287,6 @@ def test_length_parsing():
     for bad in ("fixed", "fixed:0", "fixed:x", "oracle:3", "64"):
         with pytest.raises(ValueError, match="oracle.*fixed:N"):
             Length.parse(bad)
-
-
-def test_context_limits_keep_everything_that_fits_and_favour_the_prefix():
-    assert context_limits(100, 50, 1000) == (100, 50)
-    assert context_limits(2000, 2000, 900) == (600, 300)  # suffix gets a third
-    assert context_limits(100, 2000, 900) == (100, 800)  # a short prefix leaves room to the suffix
-    assert context_limits(2000, 10, 900) == (890, 10)
-    with pytest.raises(ValueError):
-        context_limits(1, 1, -1)
 
 
 # --- plot ----------------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def _task_file(tmp_path, tasks=TASKS):
 def test_harness_runs_three_tasks_and_writes_the_report(tmp_path, tiny_model_dirs):
     dlm, ar = tiny_model_dirs
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    decoders = ["dlm:k=1", "codila:b=2", "codila:b=2,tau=0.5", "codila-top1:b=2", "codila:b=2,budget_ms=200"]
+    decoders = ["dlm:k=1", "codila:b=2", "codila:b=2,tau=0.5", "codila-top1:b=2", "codila:b=2,budget_ms=200",
+                "preset:fast,max_new_tokens=6,syntax_check=off", "ar"]
     command, kw = _harness(["--tasks", str(_task_file(tmp_path)), "--limit", "3", "--dlm", str(dlm), "--ar", str(ar),
                             *(x for d in decoders for x in ("--decoder", d)), "--length", "fixed:6",
                             "--json", str(out), "--plot", str(png), "-q"])
@@ -60,6 +61,9 @@ def test_harness_runs_three_tasks_and_writes_the_report(tmp_path, tiny_model_dir
         assert 0.0 <= row["syntax_ok"] <= 1.0 and row["pass_at_1"] in (0.0, 1.0)
         assert row["p95_latency_ms"] >= row["mean_latency_ms"] * 0 and row["tokens_per_second"] >= 0
     assert {s["max_new_tokens"] for s in report["samples"]} == {6}
+    editor = report["decoders"]["preset:fast,max_new_tokens=6,syntax_check=off"]
+    assert editor["pipeline"] == "lsp_server.pipeline.complete" and editor["settings"]["preset"] == "fast"
+    assert editor["block_size"] == 8 and "max_new_tokens" in report["decoders"]["dlm:k=1"]
     assert len(report["samples"]) == 3 * len(decoders)
     static = next(r for r in report["results"] if r["decoder"] == "codila:b=2")
     assert static["nfe_per_token"] == pytest.approx(0.5)  # static B=2: one DLM forward per 2 positions

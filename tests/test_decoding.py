@@ -238,10 +238,14 @@ def test_infill_keeps_the_last_prefix_and_first_suffix_tokens(tiny_models, monke
     tok = tiny_models.dlm.tokenizer
     prefix, suffix = "import os\nimport sys\n\ndef main():\n", "    return 0\n\nclass Point:\n"
     p_ids, s_ids = tok.encode(prefix, add_special_tokens=False), tok.encode(suffix, add_special_tokens=False)
-    assert infill(tiny_models, prefix, suffix, DecodeConfig(), max_prefix_tokens=3, max_suffix_tokens=2) == "result"
+    plain = DecodeConfig(token_healing=False)
+    assert infill(tiny_models, prefix, suffix, plain, max_prefix_tokens=3, max_suffix_tokens=2) == "result"
     assert seen == dict(prefix=p_ids[-3:], suffix=s_ids[:2])
-    infill(tiny_models, prefix, suffix, DecodeConfig(), max_prefix_tokens=0, max_suffix_tokens=1000)
+    infill(tiny_models, prefix, suffix, plain, max_prefix_tokens=0, max_suffix_tokens=1000)
     assert seen == dict(prefix=[], suffix=s_ids)
+    # healing takes the last kept prefix token off the canvas and hands its text to the decode
+    infill(tiny_models, prefix, suffix, DecodeConfig(), max_prefix_tokens=3, max_suffix_tokens=2)
+    assert seen == dict(prefix=p_ids[-3:-1], suffix=s_ids[:2])
     with pytest.raises(ValueError, match="max_prefix_tokens"):
         infill(tiny_models, prefix, suffix, DecodeConfig(), max_prefix_tokens=-1)
 
@@ -249,7 +253,7 @@ def test_infill_keeps_the_last_prefix_and_first_suffix_tokens(tiny_models, monke
 def test_infill_returns_the_decoded_middle_text(tiny_models):
     result = infill(tiny_models, "def add(a, b):\n", "\n", DecodeConfig(max_new_tokens=12, eos_casting=False))
     tok = tiny_models.dlm.tokenizer
-    assert result.text == tok.decode(result.tokens)
+    assert result.text == tok.decode(result.tokens).removeprefix("\n")  # the healed newline stays in the prefix
     assert result.tokens == [t for t in result.middle_ids if t != tiny_models.dlm.eos_id]
     assert result.stats.tokens == len(result.tokens)
     d = result.stats.as_dict()

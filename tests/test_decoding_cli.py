@@ -53,7 +53,7 @@ def test_bad_settings_and_folders_exit_2_with_the_reason(tiny_model_dirs, capsys
     from decoding.__main__ import main
 
     dlm, ar = tiny_model_dirs
-    for args, reason in ((["--tau", "-1"], "tau must be between"), (["--deadline-ms", "soon"], "expected float"),
+    for args, reason in ((["--tau", "-1"], "tau must be between"), (["--deadline-ms", "soon"], "is not a valid number"),
                          (["--dlm", "/nonexistent/dlm", "--ar", str(ar)], "does not exist")):
         with pytest.raises(SystemExit) as exit_:
             main(args + ["--device", "cpu", "--prefix", "x"])

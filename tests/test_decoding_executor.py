@@ -1,15 +1,12 @@
-"""The AR block executor: batched block decoding with forced tokens and per-token entropies; the vLLM
-backend's laziness and its round logic against a stand-in engine."""
+"""The AR block executor: batched block decoding with forced tokens and per-token entropies, turn-end tokens
+folded into EOS, the trained block size checked; the removed vLLM backend refused with its reason."""
 
-import math
-import sys
-import types
 
 import pytest
 import torch
 
-from decoding.executor import TorchBlockExecutor, VLLMBlockExecutor, ar_allowed_ids, make_executor
-from decoding.models import load_models
+from decoding.executor import TorchBlockExecutor, ar_allowed_ids, make_executor
+from decoding.models import fold_stop_tokens, load_models
 from decoding.sampling import entropy, greedy, make_sampler
 
 
@@ -86,91 +83,47 @@ def test_banned_ids_are_never_sampled(tiny_models):
     assert (ent <= torch.log(torch.tensor(3.0)) + 1e-5).all()  # entropy over the 3 allowed ids only
 
 
-def test_the_vllm_backend_is_imported_only_when_chosen(tiny_model_dirs, monkeypatch):
-    built = []
-    fake = types.ModuleType("vllm")
-    fake.LLM = lambda **kw: built.append(kw) or "engine"
-    fake.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    dlm_dir, ar_dir = tiny_model_dirs
-    pair = load_models(dlm_dir, ar_dir, device="cpu", dtype="float32")
-    assert built == [] and pair.ar.vllm_engine is None
-    assert isinstance(make_executor(pair, 0.1, 0.8, 0), TorchBlockExecutor)
-
-    pair = load_models(dlm_dir, ar_dir, device="cpu", dtype="float32", ar_backend="vllm")
-    assert len(built) == 1 and built[0]["enable_prompt_embeds"] is True and built[0]["model"] == str(ar_dir)
-    assert isinstance(make_executor(pair, 0.1, 0.8, 0), VLLMBlockExecutor)
-
-    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
-    with pytest.raises(ValueError, match="vLLM >= 0.11"):
-        load_models(dlm_dir, ar_dir, device="cpu", dtype="float32", ar_backend="vllm")
+def test_the_vllm_backend_is_refused_with_its_reason(tiny_model_dirs):
+    with pytest.raises(ValueError, match="vLLM AR backend was removed"):
+        load_models(*tiny_model_dirs, device="cpu", dtype="float32", ar_backend="vllm")
+    assert isinstance(make_executor(load_models(*tiny_model_dirs, device="cpu", dtype="float32"), 0.1, 0.8, 0),
+                      TorchBlockExecutor)
 
 
-def test_vllm_executor_rounds_force_tokens_and_estimate_entropy(monkeypatch):
-    fake = types.ModuleType("vllm")
-    fake.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    lp = types.SimpleNamespace
-
-    class Engine:  # answers token 9 with p = 0.5 and token 8 with p = 0.5 at every step
-        calls = []
-
-        def generate(self, prompts, params, use_tqdm=False):
-            self.calls.append([p["prompt_embeds"].shape[0] for p in prompts])
-            step = lp(token_ids=[9], logprobs=[{9: lp(logprob=-0.6931471805599453), 8: lp(logprob=-0.6931471805599453)}])
-            return [lp(outputs=[step]) for _ in prompts]
-
-    E = torch.eye(12)
-    allowed = torch.ones(12, dtype=torch.bool)
-    allowed[11] = False
-    engine = Engine()
-    ex = VLLMBlockExecutor(engine, E, allowed, temperature=0.1, top_p=0.8, seed=3)
-    assert ex.params["logit_bias"] == {11: -100.0} and ex.params["max_tokens"] == 1
-    x = torch.zeros(2, 4, 12)  # nb=2, B=2
-    tokens, ent = ex.decode_blocks(x, torch.tensor([[5, -1], [4, -1]]), None)
-    assert tokens.tolist() == [[5, 9], [4, 9]]
-    assert engine.calls == [[5, 5]]  # round 0 all forced: skipped; round 1 sees prompt + one token
-    assert ent[:, 1].tolist() == pytest.approx([0.6931, 0.6931], abs=1e-4)
+def test_fold_stop_tokens_moves_the_turn_end_mass_onto_eos():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0], [3.0, -2.0, 0.5, 0.5]])
+    probs = logits.softmax(-1)
+    folded = fold_stop_tokens(logits.clone(), eos_id=0, stop_ids=(2,)).softmax(-1)
+    torch.testing.assert_close(folded[:, 0], probs[:, 0] + probs[:, 2])
+    assert (folded[:, 2] == 0).all()
+    torch.testing.assert_close(folded[:, [1, 3]], probs[:, [1, 3]])
+    assert torch.equal(fold_stop_tokens(logits.clone(), 0, ()), logits)  # no stop ids: unchanged
 
 
-def test_vllm_executor_applies_the_eos_rules_after_sampling(monkeypatch):
-    """vLLM samples before EOS can be banned: an EOS below eos_min_prob, or in a block that may not end the
-    middle, becomes the likeliest allowed other id of the returned log-probabilities."""
-    fake = types.ModuleType("vllm")
-    fake.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    lp = types.SimpleNamespace
+def test_a_turn_end_token_ends_the_block_as_eos(tiny_models):
+    models = tiny_models
+    eos, im_end = models.dlm.eos_id, 7  # stand-in id for <|im_end|>
+    ex = TorchBlockExecutor(models.ar.model, ar_allowed_ids(models), greedy, eos_id=eos, stop_ids=(im_end,))
+    head = models.ar.model.lm_head
 
-    class Engine:  # samples EOS (id 0) with probability p_eos; id 11 (banned) and 8 share the rest
-        def __init__(self, p_eos):
-            self.p_eos = p_eos
+    def turn_end_certain(module, args, out):
+        out = out.clone()
+        out[..., im_end] += 100.0
+        return out
 
-        def generate(self, prompts, params, use_tqdm=False):
-            rest = math.log((1 - self.p_eos) / 2)
-            step = lp(token_ids=[0], logprobs=[{0: lp(logprob=math.log(self.p_eos)), 11: lp(logprob=rest),
-                                                8: lp(logprob=rest - 0.1)}])
-            return [lp(outputs=[step]) for _ in prompts]
-
-    E = torch.eye(12)
-    allowed = torch.ones(12, dtype=torch.bool)
-    allowed[11] = False
-    x, free = torch.zeros(2, 3, 12), torch.tensor([[-1], [-1]])  # nb=2, B=1
-    for p_eos, eos_ok, expected in [(0.4, [True, True], [8, 8]), (0.9, [True, False], [0, 8])]:
-        ex = VLLMBlockExecutor(Engine(p_eos), E, allowed, temperature=0.1, top_p=0.8, seed=3, eos_id=0,
-                               eos_min_prob=0.5)
-        tokens, _ = ex.decode_blocks(x, free, None, torch.tensor(eos_ok))
-        assert tokens[:, 0].tolist() == expected
+    handle = head.register_forward_hook(turn_end_certain)
+    try:
+        tokens, _ = ex.decode_blocks(_prompts(models, nb=1, B=3), torch.full((1, 3), -1), None)
+    finally:
+        handle.remove()
+    assert tokens[0].tolist() == [eos] * 3  # never the turn-end id itself: the middle ends the one way
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_vllm_backend_matches_torch_on_gpu(tiny_model_dirs):
-    pytest.importorskip("vllm")
-    dlm_dir, ar_dir = tiny_model_dirs
-    torch_pair = load_models(dlm_dir, ar_dir, device="cuda", dtype="float32")
-    vllm_pair = load_models(dlm_dir, ar_dir, device="cuda", dtype="float32", ar_backend="vllm")
-    x = _prompts(torch_pair, 3, 4).cuda()
-    forced = torch.tensor([[-1, -1, -1, -1], [-1, 17, -1, 42], [5, 6, 7, 8]])
-    t_torch, e_torch = make_executor(torch_pair, 0.0, 1.0, 0).decode_blocks(x, forced, None)
-    t_vllm, e_vllm = make_executor(vllm_pair, 0.0, 1.0, 0).decode_blocks(x, forced, None)
-    assert torch.equal(t_torch.cpu(), t_vllm.cpu())
+def test_decoding_at_another_block_size_than_trained_is_logged(tiny_models, caplog):
+    models = tiny_models
+    ex = TorchBlockExecutor(models.ar.model, ar_allowed_ids(models), greedy, trained_block_size=2)
+    with caplog.at_level("WARNING", logger="decoding.executor"):
+        ex.decode_blocks(_prompts(models, nb=1, B=2), torch.full((1, 2), -1), None)
+        assert not caplog.records
+        ex.decode_blocks(_prompts(models, nb=1, B=3), torch.full((1, 3), -1), None)
+    assert "fine-tuned for blocks of 2 tokens" in caplog.text and "decodes blocks of 3" in caplog.text

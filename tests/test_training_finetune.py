@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import training.finetune
+import training.finetune_data
 from decoding.models import dlm_logits, load_ar, load_tokenizer
 from decoding.soft import align_probs, block_inputs
 from training.corpus import stdlib_files
@@ -134,7 +134,7 @@ def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_d
     items = data.train + data.val
     assert len(items) == 4 and len(data.val) == 1
     for item in items:
-        ex = item.example
+        ex = data.example(item, random.Random(0))
         assert ex.length % 4 == 0
         response = tok.decode(ex.ids[ex.start:ex.start + ex.length])
         prompt = tok.decode(ex.ids[:ex.start])
@@ -145,7 +145,7 @@ def test_instruction_loss_is_on_the_response_padded_to_whole_blocks(tiny_model_d
 
 def test_stdlib_data_is_the_training_split_less_the_dev_files(tiny_model_dirs, tmp_path, monkeypatch):
     read = []
-    monkeypatch.setattr(training.finetune, "read_text", lambda path: read.append(path) or "x = 1\n")
+    monkeypatch.setattr(training.finetune_data, "read_text", lambda path: read.append(path) or "x = 1\n")
     Dataset(dataclasses.replace(_config(tmp_path), data=("stdlib",)), load_tokenizer(tiny_model_dirs[0]))
     dev = set(stdlib_files("dev"))
     assert dev and set(read) == set(stdlib_files("train")) - dev
@@ -230,3 +230,18 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_model_dirs,
     b = load_file(tmp_path / "cut" / "checkpoints" / "step-00000004" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
+
+
+def test_a_shallow_lora_executor_with_its_own_boundary_tokens_loads_as_trained(tiny_model_dirs, tmp_path):
+    """--executor-layers / --boundary-tokens are properties of the AR: written to its config, honoured at load."""
+    _write_data(tmp_path)
+    config = _small_run(tmp_path, tiny_model_dirs, tmp_path / "shallow", lora_rank=4, executor_layers=1,
+                        boundary_tokens=("<|mask|>", "<think>"), max_steps=2)
+    finetune(config)
+    ar = load_ar(tmp_path / "shallow", device="cpu", dtype="float32")
+    assert len(ar.model.get_decoder().layers) == 1 and ar.model.config.num_hidden_layers == 1
+    assert ar.tokenizer.convert_ids_to_tokens([ar.open_id, ar.close_id]) == ["<|mask|>", "<think>"]
+    full = load_ar(tiny_model_dirs[1], device="cpu", dtype="float32")
+    assert len(full.model.get_decoder().layers) == 2  # the base itself is untouched
+    with pytest.raises(ValueError, match="executor_layers"):
+        FinetuneConfig(**{**dataclasses.asdict(config), "executor_layers": -1})

@@ -16,6 +16,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from decoding.healing import heal_split
+
 VALIDATION_MODULUS = 50  # one training file in 50 validates (never a held-out benchmark file)
 SOURCE_SUFFIXES = (".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".go", ".rs", ".c", ".h", ".cc", ".cpp", ".hpp",
                    ".java", ".kt", ".rb", ".php", ".cs", ".swift", ".scala", ".lua", ".sh", ".md")
@@ -75,12 +77,14 @@ def read_text(path: Path) -> str:
 
 
 def sample_infill(text: str, tokenizer, rng: random.Random, max_middle: int = 64,
-                  context_chars: int = 4096) -> InfillSpan | None:
+                  context_chars: int = 4096, heal: bool = False) -> InfillSpan | None:
     """Cut an editor-shaped middle out of `text`: from a cursor to the end of a line, 1+ lines.
 
     The cursor sits at a line start, after the indentation, or anywhere in the line (one third each); the
     middle runs to the end of that line or of one of the next few, with or without its final newline,
     and is cut to at most `max_middle` tokens. Returns None for text with no non-blank line.
+    heal: lay the boundary out as token healing does at inference (decoding.healing.heal_split): the
+    prefix loses its last token and the middle starts with that token's text.
     """
     lines = text.splitlines(keepends=True)
     candidates = [i for i, line in enumerate(lines) if line.strip()]
@@ -102,8 +106,11 @@ def sample_infill(text: str, tokenizer, rng: random.Random, max_middle: int = 64
         end = line_start + content_end
     if end <= cursor:
         return None
-    prefix = tokenizer.encode(text[max(0, cursor - context_chars):cursor], add_special_tokens=False)
-    middle = tokenizer.encode(text[cursor:end], add_special_tokens=False)
+    if heal:
+        prefix, middle = heal_split(tokenizer, text[max(0, cursor - context_chars):cursor], text[cursor:end])
+    else:
+        prefix = tokenizer.encode(text[max(0, cursor - context_chars):cursor], add_special_tokens=False)
+        middle = tokenizer.encode(text[cursor:end], add_special_tokens=False)
     suffix = tokenizer.encode(text[end:end + context_chars], add_special_tokens=False)
     if not middle:
         return None

@@ -12,7 +12,8 @@ an accuracy p is sqrt(p (1 - p) / n): about 0.5 points on the default corpus at 
 `acc@0.15` uses 8 windows (about 600 masked tokens, 2 points of noise); use this to decide between models.
 
 --tasks adds the benchmark's middles: each task's reference middle masked whole at its own length (the
-harness's "oracle" canvas, context cut as the harness cuts it), one forward. acc = argmax hits; eos = share of
+harness's "oracle" canvas; the context kept by decoding.context.split_context, the policy the language
+server and the harness use), one forward. acc = argmax hits; eos = share of
 middle positions whose argmax is EOS (none is EOS in truth); p_eos = mean EOS probability there. A DLM that
 learned from EOS-padded regions puts EOS mass on every masked position, and CoDiLA hands a position whose
 argmax is EOS to the AR as a hard EOS: this is how to see that prior.
@@ -29,8 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from decoding.context import split_context
 from decoding.models import DiffusionLM, dlm_logits, load_dlm
 from training.pretrain import Corpus, corpus_files
+
 
 def validation_windows(dlm: DiffusionLM, corpus: str, seq_len: int) -> torch.Tensor:
     """(W, seq_len) token ids: the validation files of `corpus` as one stream (EOS between files), cut."""
@@ -61,8 +64,6 @@ def masked_scores(dlm: DiffusionLM, windows: torch.Tensor, rate: float, seed: in
 def middle_scores(dlm: DiffusionLM, tasks: list, max_context: int = 512) -> dict:
     """{"acc", "eos", "p_eos", "n"} over the reference middles of `tasks` (benchmarks.tasks.Task), each
     masked whole in the harness's oracle-length canvas (see the module docstring)."""
-    from benchmarks.harness import context_limits
-
     encode = dlm.tokenizer.encode
     hits, eos, p_eos, n = 0, 0, 0.0, 0
     for task in tasks:
@@ -71,7 +72,7 @@ def middle_scores(dlm: DiffusionLM, tasks: list, max_context: int = 512) -> dict
         if not middle or len(middle) >= max_context:
             raise ValueError(f"task {task.task_id!r}: a middle of {len(middle)} tokens does not fit "
                              f"a {max_context}-token context")
-        keep_prefix, keep_suffix = context_limits(len(prefix), len(suffix), max_context - len(middle))
+        keep_prefix, keep_suffix = split_context(len(prefix), len(suffix), max_context - len(middle))
         ids = prefix[len(prefix) - keep_prefix:] + [dlm.mask_id] * len(middle) + suffix[:keep_suffix]
         logits = dlm_logits(dlm, torch.tensor([ids], device=dlm.device))[0].float()
         probs = logits[keep_prefix:keep_prefix + len(middle)].softmax(-1)  # (M, V)

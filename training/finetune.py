@@ -12,19 +12,31 @@ DLM's marginals by decoding.soft (the very code inference uses), followed by the
 lr 1e-5, cosine decay, warmup ratio 0.03, max grad norm 7.0, weight decay 0, batch 1 x 8 accumulation,
 validation every 100 steps keeping the best checkpoint by validation loss, 32k steps.
 
-Data (`--data`, repeatable):
-- a .jsonl file of instruction-response pairs: a chat `messages` list (the last message is the response)
-  or two fields (`--instruction-field`, `--response-field`); rendered with the DLM tokenizer's chat
-  template when it has one; the loss is on the response only;
-- a folder (or a single source file): spans of the files become the response (the editor's infill shape:
-  prefix + middle + EOS padding up to `--budget` + suffix), the rest of the file is context;
+Data (`--data`, repeatable; training.finetune_data):
+- instruction records: a .jsonl file, a .parquet shard, or a folder of them (Ling-Coder-SFT's
+  data/train_000NN_of_00026.parquet): a chat `messages` list of {role, content} (user/assistant or
+  HUMAN/ASSISTANT) or two fields (`--instruction-field`, `--response-field`). The last assistant turn is
+  the response, rendered after the DLM tokenizer's chat template; the loss is on the response only; a
+  response cut at `--max-response` gets no EOS. Records are tokenised once into `--data-cache`;
+- a folder (or a single file) of source code: spans of the files become the response (the editor's infill
+  shape: prefix + middle + EOS padding up to `--budget` + suffix), the rest of the file is context;
 - the word `stdlib`: the training split of the Python standard library, less the "dev" files pretraining
   validates on (held-out files are never read).
+Any other file type is refused.
 
 `--output` becomes a complete HF model folder (config, model.safetensors, tokenizer) holding the best
-checkpoint, loadable by decoding.models.load_ar. Resumable state lives in `--output`/checkpoints/ (written
-atomically); rerunning the same command after a kill continues from the last checkpoint with the same
-data, masks and optimizer state. `--json-progress` prints one JSON object per line on stdout.
+checkpoint, loadable by decoding.models.load_ar. With `--lora-rank R` (> 0) only a new LoRA adapter trains
+(peft; every attention and MLP projection by default, plus the embedding rows of the two boundary tokens)
+and `--output` becomes an adapter folder instead (adapter_config.json naming --ar as its base,
+adapter_model.safetensors, config.json with the codila_* keys, tokenizer), which every loader accepts and
+merges at load:
+
+    python -m training.finetune --dlm DLM_DIR --ar AR_DIR --data train.jsonl --lora-rank 16 --lr 2e-4 --output runs/ar-lora
+
+--ar may itself be an adapter folder: it is merged, and the new adapter names it as its base. Resumable
+state lives in `--output`/checkpoints/ (written atomically; the trained tensors only); rerunning the same
+command after a kill continues from the last checkpoint with the same data, masks and optimizer state.
+`--json-progress` prints one JSON object per line on stdout.
 """
 
 from __future__ import annotations
@@ -49,14 +61,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from decoding.config import DEFAULT_TAU
-from decoding.models import ModelPair, dlm_logits, load_models
+from decoding.base import BASE_PREFIX
+from decoding.models import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ExecutorLM, ModelPair, dlm_logits_at, fold_stop_tokens,
+                             load_models, truncate_layers)
 from decoding.soft import align_probs, block_inputs
-from training.corpus import stdlib_files
-from training.data import Example, infill_sequence, pad_response, read_text, sample_infill, source_files
+from training.data import Example
+from training.finetune_data import Dataset
 
 log = logging.getLogger("training.finetune")
 
-CHARS_PER_SOURCE_ITEM = 2000  # a source file yields one sample per this many characters, per epoch
+# the default LoRA targets: every linear projection of attention and MLP (Qwen2/Qwen3/Llama names)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class FinetuneConfig:
     budget: int = 64
     max_middle: int = 64
     val_samples: int = 500
+    val_batch_size: int = 8
+    data_cache: str = ""
     # optimisation
     lr: float = 1e-5
     warmup_ratio: float = 0.03
@@ -100,8 +117,20 @@ class FinetuneConfig:
     device: str = "auto"
     dtype: str = "auto"
     gradient_checkpointing: str = "auto"
+    trust_remote_code: bool = False
     threads: int = 0
     seed: int = 0
+    # LoRA: rank 0 = full fine-tune; else the output is a peft adapter folder over --ar
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    lora_train_tokens: tuple[str, ...] = ("boundary",)
+    # the executor's shape: its boundary tokens (empty = the AR's own, see load_ar) and depth (0 = every layer)
+    boundary_tokens: tuple[str, ...] = ()
+    executor_layers: int = 0
+    # source spans laid out as inference's token healing lays them out (decoding.healing)
+    token_healing: bool = True
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -115,7 +144,7 @@ class FinetuneConfig:
         if not 0 <= self.frontier_share <= 1:
             raise ValueError(f"frontier_share must be in [0, 1]; got {self.frontier_share}")
         for name in ("max_length", "max_response", "budget", "max_middle", "batch_size", "grad_accum",
-                     "max_steps", "val_every", "save_every"):
+                     "max_steps", "val_every", "save_every", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.val_samples < 0 or self.threads < 0 or self.max_minutes < 0:
@@ -128,6 +157,21 @@ class FinetuneConfig:
             raise ValueError("need max_middle <= budget and budget + block_size < max_length")
         if self.gradient_checkpointing not in ("auto", "on", "off"):
             raise ValueError(f"gradient_checkpointing must be auto, on or off; got {self.gradient_checkpointing!r}")
+        if self.lora_rank < 0 or (self.lora_alpha is not None and self.lora_alpha <= 0):
+            raise ValueError("lora_rank must be >= 0 (0 = full fine-tune) and lora_alpha positive")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+        if self.boundary_tokens and len(self.boundary_tokens) != 2:
+            raise ValueError(f"boundary_tokens must name two tokens; got {self.boundary_tokens!r}")
+        if self.executor_layers < 0:
+            raise ValueError(f"executor_layers must be >= 0 (0 = every layer); got {self.executor_layers}")
+        if self.lora_rank and not self.lora_targets:
+            raise ValueError("a LoRA fine-tune needs at least one target module (--lora-targets)")
+
+    @property
+    def alpha(self) -> float:
+        """The LoRA scale numerator: lora_alpha, or 2 x rank when unset."""
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
 
     @property
     def warmup_steps(self) -> int:
@@ -135,101 +179,7 @@ class FinetuneConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Data: records -> items -> Examples
-
-@dataclass(frozen=True)
-class Item:
-    """One sample slot: a fixed instruction Example, or a source text cut afresh for each (seed, index)."""
-
-    example: Example | None = None
-    text: str | None = None
-
-
-class Dataset:
-    """Training and validation items. A record (a JSONL line, or a source file) lands wholly on one side."""
-
-    def __init__(self, config: FinetuneConfig, tokenizer):
-        self.config = config
-        self.tokenizer = tokenizer
-        self.eos_id = tokenizer.eos_token_id
-        if self.eos_id is None:
-            raise ValueError("the DLM tokenizer has no eos token")
-        records = [r for path in config.data for r in self._records(path)]
-        if len(records) < 2:
-            raise ValueError(f"need at least 2 records (one to train, one to validate); found {len(records)}")
-        order = list(range(len(records)))
-        random.Random(config.seed).shuffle(order)
-        total = sum(len(r) for r in records)
-        wanted = min(config.val_samples, max(1, total // 10)) if config.val_samples else 0  # at most a tenth
-        self.val: list[Item] = []
-        self.train: list[Item] = []
-        for k, i in enumerate(order):
-            side = self.val if len(self.val) < wanted and k < len(order) - 1 else self.train
-            side.extend(records[i])
-        log.info("data: %d training items, %d validation items", len(self.train), len(self.val))
-
-    def example(self, item: Item, rng: random.Random) -> Example:
-        """The Example for one item (source items are cut with `rng`), padded to whole blocks."""
-        cfg = self.config
-        if item.example is not None:
-            return item.example
-        span = None
-        for _ in range(8):  # a few tries: a cut can land on a blank region
-            span = sample_infill(item.text, self.tokenizer, rng, cfg.max_middle)
-            if span is not None:
-                break
-        if span is None:
-            raise ValueError("a source item has no non-blank line")
-        budget = cfg.budget if rng.random() < 0.5 else rng.randint(len(span.middle), cfg.budget)
-        budget += -budget % cfg.block_size  # whole blocks
-        return infill_sequence(span, budget, cfg.max_length, self.eos_id, rng)
-
-    # -- reading
-    def _records(self, path: str) -> list[list[Item]]:
-        if path == "stdlib":
-            # not the "dev" files: pretraining validates on them and tuning tasks are cut from them
-            dev = set(stdlib_files("dev"))
-            return [self._source_items(read_text(p)) for p in stdlib_files("train") if p not in dev]
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise ValueError(f"--data {path}: no such file or folder")
-        if p.is_dir():
-            return [items for f in source_files(p) if (items := self._source_items(read_text(f)))]
-        if p.suffix == ".jsonl":
-            return [[Item(example=self._instruction(json.loads(line), f"{p}:{n}"))]
-                    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
-        return [self._source_items(read_text(p))]
-
-    def _source_items(self, text: str) -> list[Item]:
-        if not text.strip():
-            return []
-        return [Item(text=text)] * max(1, len(text) // CHARS_PER_SOURCE_ITEM)
-
-    def _instruction(self, row: dict, where: str) -> Example:
-        cfg, tok = self.config, self.tokenizer
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: each line must be a JSON object")
-        if cfg.messages_field in row:
-            messages = row[cfg.messages_field]
-            if not isinstance(messages, list) or len(messages) < 2 or not all(
-                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-                raise ValueError(f"{where}: {cfg.messages_field!r} must list at least 2 messages with string 'content'")
-            prompt_messages, response = messages[:-1], messages[-1]["content"]
-        elif cfg.instruction_field in row and cfg.response_field in row:
-            prompt_messages, response = [{"role": "user", "content": str(row[cfg.instruction_field])}], str(row[cfg.response_field])
-        else:
-            raise ValueError(f"{where}: needs {cfg.messages_field!r}, or {cfg.instruction_field!r} and {cfg.response_field!r}")
-        if getattr(tok, "chat_template", None):
-            prompt = tok.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
-        else:
-            prompt = "".join(m["content"] + "\n" for m in prompt_messages)
-        prompt_ids = tok.encode(prompt, add_special_tokens=False)
-        response_ids = tok.encode(response, add_special_tokens=False)[: cfg.max_response - 1] + [self.eos_id]
-        room = cfg.max_length - len(response_ids) - cfg.block_size
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) - room):]
-        return pad_response(Example(prompt_ids + response_ids, len(prompt_ids), len(response_ids)),
-                            cfg.block_size, self.eos_id)
-
+# Data (training.finetune_data): items -> Examples -> batches
 
 def collate(examples: list[Example], eos_id: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Right-pad with EOS (the unused tail of a canvas is EOS). -> ids (N, L), [(start, length)] per row."""
@@ -304,19 +254,28 @@ def ar_block_batch(pair: ModelPair, inputs: torch.Tensor, labels: torch.Tensor, 
 
     inputs, labels: (N, L) from mask_response. Returns embeds (nb, 2B + 2, H) =
     [E(<think>), e_1..e_B, E(</think>), E(y_1)..E(y_B)] and targets (nb, B) = y_1..y_B.
+    The DLM's LM head runs only on the masked blocks' positions (a 152k vocabulary makes the rest the
+    larger part of the forward's memory), and only their rows are soft-maxed.
     """
     dlm, ar, B = pair.dlm, pair.ar, block_size
+    dev = dlm.device
+    rows = torch.tensor([r for r, _ in blocks], device=dev)  # (nb,)
+    pos = torch.tensor([p for _, p in blocks], device=dev)[:, None] + torch.arange(B, device=dev)  # (nb, B)
+    needed = pos.unique()  # (K,) ascending: every position some block needs a marginal for
     with torch.no_grad():
-        probs = dlm_logits(dlm, inputs.to(dlm.device)).float().softmax(-1)  # (N, L, V_dlm) marginals
-    rows = torch.tensor([r for r, _ in blocks], device=probs.device)
-    pos = torch.tensor([p for _, p in blocks], device=probs.device)[:, None] + torch.arange(B, device=probs.device)  # (nb, B)
-    block_probs = align_probs(probs[rows[:, None], pos], pair.alignment)  # (nb, B, V_ar)
-    block_in = inputs.to(probs.device)[rows[:, None], pos]  # (nb, B)
+        logits = dlm_logits_at(dlm, inputs.to(dev), needed)  # (N, K, V_dlm)
+        block_logits = logits[rows[:, None], torch.searchsorted(needed, pos)].float()  # (nb, B, V_dlm)
+        # a turn-end token means EOS, as at inference (decoding.marginals)
+        block_logits = fold_stop_tokens(block_logits, dlm.eos_id, dlm.stop_ids)
+        block_probs = align_probs(block_logits.softmax(-1), pair.alignment)  # (nb, B, V_ar) marginals
+    block_in = inputs.to(dev)[rows[:, None], pos]  # (nb, B)
     committed = torch.where(block_in == dlm.mask_id, torch.full_like(block_in, -1), block_in)  # (nb, B), -1 = masked
-    targets = labels.to(probs.device)[rows[:, None], pos]  # (nb, B)
+    targets = labels.to(dev)[rows[:, None], pos]  # (nb, B)
     assert (targets >= 0).all(), "every position of a masked block has a label"
     E = ar.embeddings
-    prompt = block_inputs(block_probs, committed, E, ar.open_id, ar.close_id, dlm.eos_id)  # (nb, B + 2, H)
+    prompt = block_inputs(block_probs.to(E.device), committed.to(E.device), E, ar.open_id, ar.close_id,
+                          dlm.eos_id)  # (nb, B + 2, H)
+    targets = targets.to(E.device)
     embeds = torch.cat([prompt, E[targets]], dim=1)  # (nb, 2B + 2, H): teacher forcing on the B tokens
     return embeds, targets
 
@@ -325,11 +284,11 @@ def ar_block_loss(model: torch.nn.Module, embeds: torch.Tensor, targets: torch.T
     """Mean CE of the AR on each block's true tokens. -> (loss, number of target tokens).
 
     Position B + 1 (`</think>`) predicts y_1, position B + 1 + k predicts y_{k+1}; the last input position
-    (y_B) predicts nothing.
+    (y_B) predicts nothing, and the LM head runs on the last B + 1 positions only.
     """
     B = targets.shape[1]
-    logits = model(inputs_embeds=embeds.to(_dtype(model)), use_cache=False).logits  # (nb, 2B + 2, V)
-    pred = logits[:, B + 1: 2 * B + 1].float()  # (nb, B, V)
+    logits = model(inputs_embeds=embeds.to(_dtype(model)), use_cache=False, logits_to_keep=B + 1).logits  # (nb, B + 1, V)
+    pred = logits[:, :B].float()  # (nb, B, V): outputs at positions B + 1 .. 2B
     return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1)), targets.numel()
 
 
@@ -358,26 +317,35 @@ class Trainer:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if config.threads:
             torch.set_num_threads(config.threads)
-        # the AR trains in float32 (autocast to bf16 on CUDA); the frozen DLM runs in the resolved dtype
-        self.pair = load_models(config.dlm, config.ar, device=device, dtype=config.dtype)
-        self.pair.ar.model.float().train()
-        self.pair.dlm.model.requires_grad_(False)
+        torch.manual_seed(_seed(config.seed, "torch", self.rank))  # a new adapter's init and dropout: reproducible
+        # the AR trains in float32 (autocast to bf16 on CUDA); the frozen DLM runs in the resolved dtype.
+        # An adapter folder given as --ar is merged at load: a LoRA run then trains a new adapter on top.
+        self.pair = load_models(config.dlm, config.ar, device=device, dtype=config.dtype,
+                                trust_remote_code=config.trust_remote_code,
+                                boundary_tokens=tuple(config.boundary_tokens) or None)
+        if config.executor_layers:  # a shallower executor: the first k layers of the AR, then the adapter
+            truncate_layers(self.pair.ar.model, config.executor_layers)
+        self.pair.ar.model = trainable_ar(self.pair.ar, config)
         self.device = self.pair.ar.device
         use_ckpt = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and self.device.type == "cuda")
         if use_ckpt:
-            self.pair.ar.model.gradient_checkpointing_enable()
+            # non-reentrant: the soft prompt needs no grad of its own for the LoRA weights inside to get one
+            self.pair.ar.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = self.pair.ar.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.data = Dataset(config, self.pair.dlm.tokenizer)
+        self.data = Dataset(config, self.pair.dlm.tokenizer, rank=self.rank)
+        self._orders: dict[int, list[int]] = {}  # epoch -> shuffled training order (the last two kept)
         if not self.data.train:
             raise ValueError("no training items left after the validation split; lower --val-samples")
-        self.opt = torch.optim.AdamW(self.pair.ar.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.params = [p for p in self.pair.ar.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: cosine_with_warmup(s, config.warmup_steps, config.max_steps))
         self.step, self.best_val = 0, math.inf
         self.out = Path(config.output)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.out / "checkpoints"
 
     # -- samples: a pure function of (seed, step, micro-batch, rank), so a resumed run sees the same data
@@ -388,12 +356,20 @@ class Trainer:
         for b in range(cfg.batch_size):
             g = ((step * cfg.grad_accum + micro) * self.world + self.rank) * cfg.batch_size + b  # global sample index
             epoch, k = divmod(g, n)
-            order = list(range(n))
-            random.Random(_seed(cfg.seed, "epoch", epoch)).shuffle(order)
-            examples.append(self.data.example(self.data.train[order[k]], random.Random(_seed(cfg.seed, "sample", g))))
+            examples.append(self.data.example(self.data.train[self._epoch_order(epoch)[k]],
+                                              random.Random(_seed(cfg.seed, "sample", g))))
         ids, spans = collate(examples, self.data.eos_id)
         gen = torch.Generator().manual_seed(_seed(cfg.seed, "mask", step, micro, self.rank))
         return mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """The shuffled order of the training items in `epoch` (shuffled once, not per sample)."""
+        if epoch not in self._orders:
+            order = list(range(len(self.data.train)))
+            random.Random(_seed(self.config.seed, "epoch", epoch)).shuffle(order)
+            self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
 
     def forward_loss(self, model: torch.nn.Module, inputs, labels, blocks) -> tuple[torch.Tensor, int]:
         embeds, targets = ar_block_batch(self.pair, inputs, labels, blocks, self.config.block_size)
@@ -402,19 +378,37 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean CE per target token over the validation items, with fixed masks (seeded per item)."""
+        """Mean CE per target token over the validation items, with fixed masks (seeded per item).
+
+        Items go through in batches of val_batch_size; with several processes each validates every
+        world-th item and the sums are all-reduced, so every rank gets the same number.
+        """
         cfg = self.config
-        model = self.pair.ar.model  # unwrapped: rank 0 validates alone, no collective may run
+        model = self.pair.ar.model  # unwrapped: no DDP collective inside the forward
         model.eval()
         total, count = 0.0, 0
-        for i, item in enumerate(self.data.val):
-            ex = self.data.example(item, random.Random(_seed(cfg.seed, "val", i)))
-            ids, spans = collate([ex], self.data.eos_id)
-            gen = torch.Generator().manual_seed(_seed(cfg.seed, "valmask", i))
-            inputs, labels, blocks = mask_response(ids, spans, cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
-            loss, n = self.forward_loss(model, inputs, labels, blocks)
+        mine = list(range(self.rank, len(self.data.val), self.world))
+        for lo in range(0, len(mine), cfg.val_batch_size):
+            chunk = mine[lo:lo + cfg.val_batch_size]
+            examples = [self.data.example(self.data.val[i], random.Random(_seed(cfg.seed, "val", i))) for i in chunk]
+            ids, spans = collate(examples, self.data.eos_id)  # (n, L)
+            inputs, labels, blocks = [], [], []
+            for row, i in enumerate(chunk):  # each item masked by its own generator: batching changes nothing
+                gen = torch.Generator().manual_seed(_seed(cfg.seed, "valmask", i))
+                x, y, b = mask_response(ids[row:row + 1], spans[row:row + 1], cfg.block_size, self.pair.dlm.mask_id, cfg, gen)
+                inputs.append(x)
+                labels.append(y)
+                blocks.extend((row, lo_) for _, lo_ in b)
+            loss, n = self.forward_loss(model, torch.cat(inputs), torch.cat(labels), blocks)
             total, count = total + float(loss) * n, count + n
         model.train()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            sums = torch.tensor([total, float(count)], dtype=torch.float64,
+                                device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
 
     def train(self, on_step: Callable[[int], None] | None = None) -> dict:
@@ -439,22 +433,22 @@ class Trainer:
                 loss_sum += loss.item() / cfg.grad_accum
                 tokens += inputs.numel() * self.world
                 n_tok += n
-            torch.nn.utils.clip_grad_norm_(self.pair.ar.model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.opt.step()
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
             elapsed = time.monotonic() - start
             self._report(bar, loss_sum, tokens / max(elapsed, 1e-9), elapsed / (self.step - start_step))
-            if self.rank == 0 and (self.step % cfg.val_every == 0 or self.step == cfg.max_steps):
-                self._validate_and_keep()
+            if self.step % cfg.val_every == 0 or self.step == cfg.max_steps:
+                self._validate_and_keep()  # every rank validates its share; rank 0 keeps the best
             if self.rank == 0 and self.step % cfg.save_every == 0:
                 self._save_checkpoint()
             if on_step is not None:
                 on_step(self.step)
+        if self.step % cfg.val_every and self.step != cfg.max_steps:
+            self._validate_and_keep()
         if self.rank == 0:
-            if self.step % cfg.val_every and self.step != cfg.max_steps:
-                self._validate_and_keep()
             self._save_checkpoint()
             tau = self.pair.ar.tau
             kept = f"codila_tau {tau} kept from --ar" if tau is not None else f"none set (decoders use {DEFAULT_TAU})"
@@ -508,35 +502,59 @@ class Trainer:
 
     def _validate_and_keep(self) -> None:
         val = self.validate() if self.data.val else math.inf
+        if self.rank != 0:
+            return
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": self.step, "val_loss": val}) + "\n")
         log.info("step %d: validation loss %.4f (best %.4f)", self.step, val, self.best_val)
-        if val < self.best_val or not (self.out / "model.safetensors").exists():
+        if val < self.best_val or not self._exported():
             self.best_val = min(val, self.best_val)
             self._export_best()
 
     # -- files
+    def _exported(self) -> bool:
+        return any((self.out / name).exists() for name in ("model.safetensors", ADAPTER_WEIGHTS))
+
     def _export_best(self) -> None:
-        """Write the AR as a complete HF folder into `output`, one os.replace per file."""
+        """Write the AR into `output`, one os.replace per file: a complete HF folder (full fine-tune) or a peft
+        adapter folder with the base's config.json and the tokenizer (LoRA); either loads with load_ar."""
         tmp = self.out / "best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        model, ar = self.pair.ar.model, self.pair.ar
+        config = model.config
         # recorded so that a later fine-tune of this AR (the server's trainOnWorkspace) can reuse the rate
-        self.pair.ar.model.config.codila_finetune_lr = self.config.lr
-        self.pair.ar.model.config.codila_block_size = self.config.block_size
-        self.pair.ar.model.save_pretrained(tmp, safe_serialization=True)
-        self.pair.ar.tokenizer.save_pretrained(tmp)
+        config.codila_finetune_lr = self.config.lr
+        config.codila_block_size = self.config.block_size
+        config.codila_boundary_tokens = ar.tokenizer.convert_ids_to_tokens([ar.open_id, ar.close_id])
+        if self.config.executor_layers:
+            config.codila_executor_layers = self.config.executor_layers
+        if self.config.lora_rank:
+            base = self.config.ar  # base:NAME stays a name (resolved at load); a path becomes absolute
+            model.peft_config["default"].base_model_name_or_path = (
+                base if base.startswith(BASE_PREFIX) else str(Path(base).expanduser().resolve()))
+            model.save_pretrained(tmp, safe_serialization=True)
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+            config.save_pretrained(tmp)  # the base's config with the codila_* keys: they override the base's
+            stale = ("model.safetensors", "model.safetensors.index.json")
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            stale = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+        ar.tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             os.replace(f, self.out / f.name)
         tmp.rmdir()
+        for name in stale:  # a folder is either a model or an adapter, never both
+            (self.out / name).unlink(missing_ok=True)
 
     def _save_checkpoint(self) -> None:
-        """checkpoints/step-N/{model.safetensors, state.pt}, then the `latest` pointer, each written atomically."""
+        """checkpoints/step-N/{model.safetensors, state.pt}, then the `latest` pointer, each written atomically.
+        model.safetensors holds the trained tensors by name: every weight of a full fine-tune, the adapter's
+        of a LoRA run."""
         target = self.ckpt_dir / f"step-{self.step:08d}"
         tmp = self.ckpt_dir / f".step-{self.step:08d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.pair.ar.model.state_dict().items()}
-        _drop_tied(self.pair.ar.model, weights)
+        weights = {k: p.detach().contiguous().cpu() for k, p in self.pair.ar.model.named_parameters() if p.requires_grad}
         save_file(weights, tmp / "model.safetensors")
         torch.save({"step": self.step, "best_val": self.best_val, "optimizer": self.opt.state_dict(),
                     "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -556,10 +574,14 @@ class Trainer:
         if not pointer.exists():
             return
         folder = self.ckpt_dir / pointer.read_text().strip()
-        missing, unexpected = self.pair.ar.model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
-        if unexpected or set(missing) - {"lm_head.weight"}:
-            raise ValueError(f"{folder}: checkpoint does not match the AR: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        self.pair.ar.model.tie_weights()
+        model = self.pair.ar.model
+        weights = load_file(folder / "model.safetensors", device=str(self.device))
+        trained = {k for k, p in model.named_parameters() if p.requires_grad}
+        if set(weights) != trained:
+            raise ValueError(f"{folder}: checkpoint does not match this run's trained weights (a LoRA run resumed as a "
+                             f"full one or the reverse?): missing {sorted(trained - set(weights))[:5]}, "
+                             f"unexpected {sorted(set(weights) - trained)[:5]}")
+        model.load_state_dict(weights, strict=False)
         state = torch.load(folder / "state.pt", weights_only=True)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -569,10 +591,39 @@ class Trainer:
         log.info("resumed from %s at step %d (best validation loss %.4f)", folder, self.step, self.best_val)
 
 
-def _drop_tied(model: torch.nn.Module, weights: dict) -> None:
-    """Tied output embeddings are stored once (safetensors refuses shared memory)."""
-    if getattr(model.config, "tie_word_embeddings", False):
-        weights.pop("lm_head.weight", None)
+def trainable_ar(ar: ExecutorLM, config: FinetuneConfig) -> torch.nn.Module:
+    """The AR in training form: float32, train mode; every weight trainable (lora_rank 0), or wrapped in a new
+    LoRA adapter (peft) of which only the adapter matrices and the `lora_train_tokens` embedding rows train."""
+    model = ar.model.float().train()
+    if not config.lora_rank:
+        return model.requires_grad_(True)
+    from peft import LoraConfig, get_peft_model
+
+    rows = lora_token_rows(ar, config.lora_train_tokens)
+    targets = "all-linear" if config.lora_targets == ("all-linear",) else list(config.lora_targets)
+    spec = LoraConfig(r=config.lora_rank, lora_alpha=config.alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, trainable_token_indices=rows or None)
+    wrapped = get_peft_model(model, spec)
+    n_train = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    log.info("LoRA rank %d alpha %g on %s, embedding rows %s: %d trainable parameters of %d", config.lora_rank,
+             config.alpha, targets, rows, n_train, sum(p.numel() for p in wrapped.parameters()))
+    return wrapped
+
+
+def lora_token_rows(ar: ExecutorLM, tokens: tuple[str, ...]) -> list[int]:
+    """Embedding rows that train with a LoRA adapter: 'boundary' = the AR's two boundary tokens, 'none' = no
+    row, else the named tokens (ValueError for one the tokenizer lacks)."""
+    if tokens == ("none",):
+        return []
+    if tokens == ("boundary",):
+        return [ar.open_id, ar.close_id]
+    rows = []
+    for token in tokens:
+        tid = ar.tokenizer.convert_tokens_to_ids(token)
+        if not isinstance(tid, int) or tid == ar.tokenizer.unk_token_id:
+            raise ValueError(f"--lora-train-tokens: the AR tokenizer has no token {token!r}")
+        rows.append(tid)
+    return rows
 
 
 class _nullcontext:
@@ -609,8 +660,9 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--dlm", required=True, help="local folder of the frozen DLM (Dream layout or any Qwen2/Qwen3)")
     p.add_argument("--ar", required=True, help="local folder of the AR executor to start from (Qwen3 layout)")
     p.add_argument("--data", action="append", required=True,
-                   help="repeatable: a .jsonl of instruction-response pairs, a folder or file of source code, "
-                        "or 'stdlib' (the training split of the Python standard library, less its dev files)")
+                   help="repeatable: instruction records (a .jsonl or .parquet file, or a folder of them such as "
+                        "Ling-Coder-SFT's data/), a folder or file of source code, or 'stdlib' (the training split "
+                        "of the Python standard library, less its dev files)")
     p.add_argument("--output", required=True, help="folder for the best AR (HF folder), checkpoints/ and metrics.jsonl")
     p.add_argument("--block-size", type=int, default=4, help="B, tokens per AR block (paper: 2, 4 or 8)")
     # masking schedule
@@ -625,11 +677,17 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     # data shape
     p.add_argument("--instruction-field", default=d["instruction_field"].default, help="JSONL field of the instruction")
     p.add_argument("--response-field", default=d["response_field"].default, help="JSONL field of the response")
-    p.add_argument("--messages-field", default=d["messages_field"].default, help="JSONL field of a chat message list (used when present)")
+    p.add_argument("--messages-field", default=d["messages_field"].default,
+                   help="field of a chat message list (used when present; roles user/assistant or HUMAN/ASSISTANT)")
     p.add_argument("--max-length", type=int, default=d["max_length"].default, help="tokens of DLM context per sample")
-    p.add_argument("--max-response", type=int, default=d["max_response"].default, help="response tokens kept (EOS included)")
+    p.add_argument("--max-response", type=int, default=d["max_response"].default, help="response tokens kept (EOS included; a longer response is cut without EOS)")
     p.add_argument("--budget", type=int, default=d["budget"].default, help="source spans: masked region = middle + EOS padding up to this many tokens")
     p.add_argument("--max-middle", type=int, default=d["max_middle"].default, help="source spans: longest middle in tokens")
+    p.add_argument("--val-batch-size", type=int, default=d["val_batch_size"].default,
+                   help="validation items per forward pass (no gradients: larger than --batch-size fits)")
+    p.add_argument("--data-cache", default=d["data_cache"].default,
+                   help="folder of tokenised instruction data, reused by every run on the same files and tokenizer "
+                        "(empty = OUTPUT/data-cache; share one between the B = 2/4/8 runs)")
     p.add_argument("--val-samples", type=int, default=d["val_samples"].default, help="validation items held out, at most a tenth of the data (0 = no validation: the last step is kept)")
     # optimisation
     p.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate (AdamW)")
@@ -646,14 +704,43 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore checkpoints in --output and start over")
     p.add_argument("--json-progress", action="store_true", help="print one JSON object per step on stdout (for the language server)")
     p.add_argument("--device", default=d["device"].default, help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default=d["dtype"].default, help="the frozen DLM's dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    p.add_argument("--dtype", default=d["dtype"].default, choices=("auto", "float32", "bfloat16", "float16"),
+                   help="the frozen DLM's dtype: auto (bf16 on CUDA, the checkpoint's own on CPU), float32, bfloat16, "
+                        "float16 (the AR always trains in float32, with bf16 autocast on CUDA)")
     p.add_argument("--gradient-checkpointing", default=d["gradient_checkpointing"].default, choices=("auto", "on", "off"),
                    help="auto = on CUDA only")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the checkpoints' own Python code (off: Dream loads as Qwen2 without it)")
     p.add_argument("--threads", type=int, default=d["threads"].default, help="torch CPU threads (0 = torch's default)")
+    # LoRA
+    p.add_argument("--boundary-tokens", type=_names, default=d["boundary_tokens"].default,
+                   help="OPEN,CLOSE: the tokens around the soft block (unset = the AR's codila_boundary_tokens, "
+                        "else <think>,</think>); written into the output's config.json")
+    p.add_argument("--executor-layers", type=int, default=d["executor_layers"].default,
+                   help="train and ship only the AR's first K layers (0 = all): a shallower, faster executor")
+    p.add_argument("--no-token-healing", dest="token_healing", action="store_false",
+                   help="cut source spans at the cursor as they are (default: laid out as token healing does)")
+    p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default,
+                   help="LoRA rank R (0 = full fine-tune; else --output is a peft adapter folder over --ar)")
+    p.add_argument("--lora-alpha", type=float, default=d["lora_alpha"].default, help="LoRA alpha (unset = 2 x rank)")
+    p.add_argument("--lora-dropout", type=float, default=d["lora_dropout"].default, help="dropout on the LoRA input (0 = none)")
+    p.add_argument("--lora-targets", type=_names, default=d["lora_targets"].default,
+                   help="comma-separated module names the adapter wraps (default: every linear projection of "
+                        "attention and MLP, " + ",".join(LORA_TARGETS) + "; 'all-linear' = peft's every linear layer)")
+    p.add_argument("--lora-train-tokens", type=_names, default=d["lora_train_tokens"].default,
+                   help="comma-separated tokens whose embedding rows train with the adapter ('boundary' = the AR's "
+                        "two boundary tokens, the default; 'none' = no row)")
     p.add_argument("--seed", type=int, default=d["seed"].default, help="seeds the data order, spans and masks")
     args = vars(p.parse_args(argv))
     args["data"] = tuple(args["data"])
     return FinetuneConfig(**args)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name")
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ vim.api.nvim_create_user_command('CodilaInfill', function(args)
   local visual = vim.api.nvim_buf_get_mark(buf_id, '<')
   local visual_end = vim.api.nvim_buf_get_mark(buf_id, '>')
   if args.range == 2 and visual[1] == args.line1 and visual_end[1] == args.line2 then
-    range = module._H.visual_range(buf_id)
+    range = module.visual_range(buf_id)
   elseif args.range > 0 then
     local last = vim.api.nvim_buf_get_lines(buf_id, args.line2 - 1, args.line2, true)[1]
     range = { args.line1 - 1, 0, args.line2 - 1, #last }
@@ -34,6 +34,11 @@ vim.api.nvim_create_user_command('CodilaTrain', function()
   local module = codila()
   if module ~= nil then module.train() end
 end, { desc = 'Fine-tune the CoDiLA AR executor on the workspace (codila.trainOnWorkspace)' })
+
+vim.api.nvim_create_user_command('CodilaRestart', function()
+  local module = codila()
+  if module ~= nil then module.restart() end
+end, { desc = 'Restart the CoDiLA server (it starts again for every buffer of the configured filetypes)' })
 
 vim.api.nvim_create_user_command('CodilaStatus', function()
   local module = codila()

@@ -5,7 +5,7 @@
 import * as vscode from 'vscode';
 import { COMMANDS, registerCommands } from './commands';
 import { createLogChannel } from './log';
-import { Server } from './server';
+import { LazyStart, Server } from './server';
 import { RESTART_KEYS, SECTION, resolveClientSettings, resolveServerSettings, schemaFromPackageJson } from './settings';
 import { StatusBar } from './statusBar';
 
@@ -26,6 +26,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         }
     };
     const config = () => vscode.workspace.getConfiguration(SECTION);
+    const languages = () => resolveClientSettings(config(), schema).value.languages;
 
     server = new Server({
         log,
@@ -43,7 +44,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         onStateChange: (running, reason) => statusBar.set(running ? { kind: 'starting' } : { kind: 'stopped', reason }),
     });
     const running = server;
-    context.subscriptions.push(log, statusBar, running);
+    const lazyStart = new LazyStart(running, languages, vscode.workspace);
+    context.subscriptions.push(log, statusBar, running, lazyStart);
 
     registerCommands(context, {
         executeServerCommand: (command, args) => running.executeCommand(command, args),
@@ -57,11 +59,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
                 reported.clear();
             }
             if (RESTART_KEYS.some((key) => event.affectsConfiguration(`${SECTION}.${key}`))) {
-                void running.restart();
+                if (running.requested) {
+                    void running.restart();
+                } else {
+                    // codila.languages may now name a language of an open document.
+                    lazyStart.check();
+                }
             }
         }),
     );
-    await running.start();
 }
 
 export async function deactivate(): Promise<void> {

@@ -93,18 +93,69 @@ export function clientOptions(
     };
 }
 
-/** Start, restart and stop the one language client of this extension. */
+/** Makes the language client; tests pass a fake. */
+export type ClientFactory = (executable: Executable, options: LanguageClientOptions) => LanguageClient;
+
+const newLanguageClient: ClientFactory = (executable, options) =>
+    new LanguageClient(CLIENT_ID, 'CoDiLA', { run: executable, debug: executable }, options);
+
+/**
+ * Start, restart and stop the one language client of this extension. The three run one after another, in
+ * the order asked (each waits for the previous to finish), so two quick setting changes cannot leave two
+ * clients running; a restart asked for while another is still waiting to run is that same restart.
+ */
 export class Server implements vscode.Disposable {
     private client: LanguageClient | undefined;
     private readonly listeners: vscode.Disposable[] = [];
+    private queue: Promise<void> = Promise.resolve();
+    private queuedRestart: Promise<void> | undefined;
+    private wanted = false;
 
-    constructor(private readonly hooks: ServerHooks) {}
+    constructor(
+        private readonly hooks: ServerHooks,
+        private readonly createClient: ClientFactory = newLanguageClient,
+    ) {}
 
     get languageClient(): LanguageClient | undefined {
         return this.client;
     }
 
-    async start(): Promise<void> {
+    /** Whether a start was asked for (and no stop since). */
+    get requested(): boolean {
+        return this.wanted;
+    }
+
+    start(): Promise<void> {
+        this.wanted = true;
+        return this.enqueue(() => this.startNow());
+    }
+
+    stop(): Promise<void> {
+        this.wanted = false;
+        return this.enqueue(() => this.stopNow());
+    }
+
+    restart(): Promise<void> {
+        this.wanted = true;
+        if (this.queuedRestart === undefined) {
+            this.queuedRestart = this.enqueue(async () => {
+                // From here on a new request is a new restart: it may carry settings this one did not read.
+                this.queuedRestart = undefined;
+                await this.stopNow();
+                await this.startNow();
+            });
+        }
+        return this.queuedRestart;
+    }
+
+    /** Run `step` after every step asked for before it, whether those failed or not. */
+    private enqueue(step: () => Promise<void>): Promise<void> {
+        const done = this.queue.then(step, step);
+        this.queue = done.catch(() => undefined);
+        return done;
+    }
+
+    private async startNow(): Promise<void> {
         const settings = this.hooks.clientSettings();
         const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
         const executable = serverExecutable(settings, {
@@ -115,7 +166,7 @@ export class Server implements vscode.Disposable {
         });
         this.hooks.log.info(`Starting ${executable.command} ${(executable.args ?? []).join(' ')}`);
         const options = clientOptions(this.hooks, settings.languages, (type, params) => client.sendNotification(type, params));
-        const client = new LanguageClient(CLIENT_ID, 'CoDiLA', { run: executable, debug: executable }, options);
+        const client = this.createClient(executable, options);
         this.client = client;
         this.listeners.push(
             client.onNotification(STATUS_NOTIFICATION, (params) => this.hooks.onStatus(params)),
@@ -139,7 +190,7 @@ export class Server implements vscode.Disposable {
         }
     }
 
-    async stop(): Promise<void> {
+    private async stopNow(): Promise<void> {
         const client = this.client;
         this.client = undefined;
         for (const listener of this.listeners.splice(0)) {
@@ -148,11 +199,6 @@ export class Server implements vscode.Disposable {
         if (client && client.isRunning()) {
             await client.stop();
         }
-    }
-
-    async restart(): Promise<void> {
-        await this.stop();
-        await this.start();
     }
 
     async executeCommand(command: string, args: unknown[]): Promise<unknown> {
@@ -164,5 +210,45 @@ export class Server implements vscode.Disposable {
 
     dispose(): void {
         void this.stop();
+    }
+}
+
+/** The part of `vscode.workspace` that LazyStart watches. */
+export interface OpenDocuments {
+    readonly textDocuments: readonly { languageId: string }[];
+    onDidOpenTextDocument(listener: (document: { languageId: string }) => unknown): vscode.Disposable;
+}
+
+/**
+ * Starts the server once a document of one of `languages()` is open, now or later. The extension activates
+ * on the first document of any language (`onLanguage`), so a language added to codila.languages needs no
+ * activation event of its own, and opening other files starts no server (the models take memory).
+ */
+export class LazyStart implements vscode.Disposable {
+    private readonly watch: vscode.Disposable;
+
+    constructor(
+        private readonly server: Pick<Server, 'start' | 'requested'>,
+        private readonly languages: () => string[],
+        private readonly workspace: OpenDocuments,
+    ) {
+        this.watch = workspace.onDidOpenTextDocument((document) => this.startFor([document]));
+        this.check();
+    }
+
+    /** Start now if an open document needs the server (after codila.languages changed, say). */
+    check(): void {
+        this.startFor(this.workspace.textDocuments);
+    }
+
+    private startFor(documents: readonly { languageId: string }[]): void {
+        const wanted = this.languages();
+        if (!this.server.requested && documents.some((document) => wanted.includes(document.languageId))) {
+            void this.server.start();
+        }
+    }
+
+    dispose(): void {
+        this.watch.dispose();
     }
 }

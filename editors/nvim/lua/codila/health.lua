@@ -18,7 +18,7 @@ M.check = function()
   local version = string.format('%d.%d.%d', v.major, v.minor, v.patch)
   if vim.fn.has('nvim-0.10') == 0 then
     health.error('Neovim ' .. version .. ' is too old: the plugin needs 0.10+ (inline virtual text)')
-  elseif _G.Codila ~= nil and _G.Codila._H.uses_native() then
+  elseif _G.Codila ~= nil and _G.Codila.ghost_text_renderer() == 'native' then
     health.ok('Neovim ' .. version .. ': ghost text from the built-in vim.lsp.inline_completion')
   else
     health.ok('Neovim ' .. version .. ': ghost text rendered by this plugin (extmarks)')
@@ -30,7 +30,7 @@ M.check = function()
     return
   end
   local config = _G.Codila.config
-  local cmd = _G.Codila._H.server_cmd(config)
+  local cmd = _G.Codila.server_command()
   if vim.fn.executable(cmd[1]) == 0 then
     health.error('server command not found: ' .. cmd[1], { 'Set `python` (or `cmd`) in setup() to the interpreter that has the server installed' })
     return
@@ -50,7 +50,7 @@ M.check = function()
   end
   health.ok('lsp_server importable: ' .. location)
 
-  local settings = _G.Codila._H.server_settings
+  local settings = _G.Codila.get_settings()
   local default_root = python_snippet(python, 'import decoding, os; print(os.path.join(os.path.dirname(decoding.__file__), "default_model"))')
   for _, key in ipairs({ 'dlmPath', 'arPath' }) do
     local folder = settings[key]

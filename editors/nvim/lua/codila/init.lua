@@ -6,6 +6,9 @@
 --- - Neovim 0.10 and 0.11: rendered here with extmarks (first line inline, the rest as virtual lines),
 ---   requested after a debounce in Insert mode. Every request carries an id; a result is shown only if it
 ---   answers the newest request and the buffer and cursor have not changed since it was sent.
+--- Either way a suggestion is accepted only while the text and the cursor are as they were when it was
+--- answered: a key typed after it was shown is never overtaken by it. |Codila.suggest()| sends an Invoked
+--- request (triggerKind 1) and shows the answer with this plugin's renderer on every version.
 ---
 --- Also: |:CodilaInfill| (rewrite a visual selection through `codila.infillSelection`), |:CodilaTrain|,
 --- the server's `codila/status` in |Codila.status()|, and |:checkhealth| codila.
@@ -53,10 +56,12 @@ Codila.config = {
 
   -- Insert-mode keys (buffer-local, only where the server is attached); '' to not map.
   mappings = {
-    -- Accept the suggestion; without one the key does what it normally does.
+    -- Accept the suggestion; without one the key does what it did before (your own mapping, or the key).
     accept = '<Tab>',
-    -- Hide the suggestion.
+    -- Hide the suggestion; without one the key does what it did before (i_CTRL-] expands abbreviations).
     dismiss = '<C-]>',
+    -- Ask for a suggestion now (an Invoked request, no debounce); VS Code's key for the same.
+    suggest = '<M-\\>',
   },
 
   -- Do not show informational messages (errors still show).
@@ -97,6 +102,36 @@ Codila.start = function(buf_id)
   }, { bufnr = buf_id })
 end
 
+--- Stop the server and start it again for every buffer of the configured filetypes (|:CodilaRestart|).
+--- The new server starts once the old one has exited (it is killed after 3 seconds); without a running
+--- server this only starts one.
+Codila.restart = function()
+  local clients = H.get_clients()
+  local start_all = function()
+    for _, buf_id in ipairs(vim.api.nvim_list_bufs()) do
+      if vim.api.nvim_buf_is_loaded(buf_id) and vim.tbl_contains(Codila.config.filetypes, vim.bo[buf_id].filetype) then
+        Codila.start(buf_id)
+      end
+    end
+  end
+  if #clients == 0 then return start_all() end
+  for _, client in ipairs(clients) do H.stop_client(client, false) end
+  local waited_ms, timer = 0, vim.uv.new_timer()
+  timer:start(H.restart_poll_ms, H.restart_poll_ms, vim.schedule_wrap(function()
+    waited_ms = waited_ms + H.restart_poll_ms
+    -- vim.lsp.start() would reuse a client that is still shutting down: wait until none is left.
+    if #H.get_clients() > 0 then
+      if waited_ms >= H.restart_force_ms then
+        for _, client in ipairs(H.get_clients()) do H.stop_client(client, true) end
+      end
+      return
+    end
+    timer:stop()
+    timer:close()
+    start_all()
+  end))
+end
+
 --- Change server settings at run time: validated, merged into the current ones and sent with
 --- `workspace/didChangeConfiguration`. Invalid values are reported and left out.
 ---
@@ -109,16 +144,15 @@ Codila.set_settings = function(settings)
   end
 end
 
---- Accept the shown suggestion.
+--- Accept the shown suggestion. A suggestion counts only while the text and the cursor are as they were
+--- when it was answered (see |codila-ghost-text|).
 ---
 ---@param buf_id integer|nil Buffer; default current.
 ---@return boolean Whether a suggestion was accepted.
 Codila.accept = function(buf_id)
   buf_id = H.resolve_buf(buf_id)
-  if H.uses_native() then return vim.lsp.inline_completion.get({ bufnr = buf_id }) == true end
-  local state = H.buf_state[buf_id]
-  local suggestion = state and state.suggestion
-  if suggestion == nil then return false end
+  if not H.has_fresh_suggestion(buf_id) then return H.has_fresh_native(buf_id) and H.accept_native(buf_id) end
+  local suggestion = H.buf_state[buf_id].suggestion
   H.dismiss(buf_id)
 
   local lines = vim.split(suggestion.text, '\n', { plain = true })
@@ -139,22 +173,47 @@ end
 --- Hide the shown suggestion and cancel the request in flight.
 ---
 ---@param buf_id integer|nil Buffer; default current.
+---@return boolean Whether a suggestion was shown.
 Codila.dismiss = function(buf_id)
   buf_id = H.resolve_buf(buf_id)
+  local shown = H.has_suggestion(buf_id)
   H.cancel(buf_id)
   H.dismiss(buf_id)
+  return H.dismiss_native(buf_id) or shown
 end
 
---- Ask for a suggestion at the cursor now (no debounce).
+--- Ask for a suggestion at the cursor now: an Invoked request (triggerKind 1, the server does not
+--- debounce it), answered as ghost text by this plugin's renderer on every Neovim version.
 ---
 ---@param buf_id integer|nil Buffer; default current.
 Codila.suggest = function(buf_id)
   buf_id = H.resolve_buf(buf_id)
-  if H.uses_native() then return vim.lsp.inline_completion.get({ bufnr = buf_id }) end
   H.send_inline_request(buf_id, H.trigger_kind.invoked)
 end
 
---- The suggestion shown in a buffer (this plugin's renderer), or nil.
+--- Which renderer shows the automatic ghost text: 'native' (|vim.lsp.inline_completion|) or 'plugin'.
+---
+---@return string
+Codila.ghost_text_renderer = function() return H.uses_native() and 'native' or 'plugin' end
+
+--- The command that starts the server (`cmd`, or `{ python, '-m', 'lsp_server' }`).
+---
+---@return string[]
+Codila.server_command = function() return vim.deepcopy(H.server_cmd(Codila.config)) end
+
+--- The validated server settings sent to the server (a copy).
+---
+---@return table
+Codila.get_settings = function() return vim.deepcopy(H.server_settings) end
+
+--- The range of the last Visual selection of a buffer, as |Codila.infill()| takes it: 0-based rows, byte
+--- columns, end exclusive (linewise: whole lines).
+---
+---@param buf_id integer|nil Buffer; default current.
+---@return table `{ start_row, start_col, end_row, end_col }`
+Codila.visual_range = function(buf_id) return H.visual_range(H.resolve_buf(buf_id)) end
+
+--- The suggestion shown in a buffer by this plugin's renderer, or nil (the built-in renderer keeps its own).
 ---
 ---@param buf_id integer|nil Buffer; default current.
 ---@return table|nil `{ text = string, range = { row, col, end_row, end_col } }` (0-based, bytes).
@@ -238,8 +297,19 @@ H.ns_id = vim.api.nvim_create_namespace('codila')
 
 H.trigger_kind = { invoked = 1, automatic = 2 }
 
--- Per buffer: { timer, pending = { id, client, lsp_id }, latest = id, suggestion, extmark }
+-- Per attached buffer: { timer, pending = { id, client, lsp_id }, latest = id, suggestion, extmark,
+-- sending, own = { [lsp_id] = true } (this plugin's requests), native_sent = { [lsp_id] = { tick, cursor } }
+-- (the built-in's requests in flight), native_fresh = { tick, cursor, mark } }
 H.buf_state = {}
+
+-- Buffers whose keys are mapped (once per buffer: the mappings outlive a server restart).
+H.mapped = {}
+
+-- Per buffer and key: the buffer-local mapping the plugin's own replaced, to fall back to.
+H.fallback_maps = {}
+
+H.restart_poll_ms = 50
+H.restart_force_ms = 3000
 
 -- Every inline request gets the next id; a result for an older id is stale.
 H.request_counter = 0
@@ -258,7 +328,7 @@ H.settings_schema = {
   arPath = { type = 'string', nullable = true, pattern = { '%S' }, pattern_message = 'a folder path (or vim.NIL)' },
   device = { type = 'string', pattern = { '^auto$', '^cpu$', '^cuda$', '^cuda:%d+$' }, pattern_message = 'auto, cpu, cuda or cuda:N' },
   dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16' } },
-  arBackend = { type = 'string', enum = { 'torch', 'vllm' } },
+  arBackend = { type = 'string', enum = { 'torch' } },
   trustRemoteCode = { type = 'boolean' },
   method = { type = 'string', enum = { 'codila', 'codila-top1', 'dlm' }, nullable = true },
   blockSize = { type = 'integer', min = 1, max = 16, nullable = true },
@@ -297,6 +367,7 @@ H.setup_config = function(config)
   H.check_type('mappings', config.mappings, 'table')
   H.check_type('mappings.accept', config.mappings.accept, 'string')
   H.check_type('mappings.dismiss', config.mappings.dismiss, 'string')
+  H.check_type('mappings.suggest', config.mappings.suggest, 'string')
   H.check_type('silent', config.silent, 'boolean')
   if config.ghost_text.native == true and not H.has_native() then
     H.error('`ghost_text.native = true` needs Neovim 0.12+ (vim.lsp.inline_completion)')
@@ -380,6 +451,9 @@ H.attach_autocommands = function(buf_id)
   au('CursorMovedI', function() H.on_cursor_moved(buf_id) end, 'Hide a CoDiLA suggestion the cursor left')
   au({ 'InsertLeave', 'BufLeave' }, function() Codila.dismiss(buf_id) end, 'Hide the CoDiLA suggestion')
   au('BufWipeout', function() H.detach(buf_id) end, 'Forget CoDiLA state')
+  if H.uses_native() then
+    au('LspRequest', function(ev) H.on_native_request(buf_id, ev.data) end, 'Track built-in inline completion')
+  end
 end
 
 -- LSP client -----------------------------------------------------------------
@@ -396,22 +470,27 @@ end
 
 H.get_clients = function(buf_id) return vim.lsp.get_clients({ name = H.client_name, bufnr = buf_id }) end
 
-H.has_native = function() return vim.lsp.inline_completion ~= nil and vim.fn.has('nvim-0.12') == 1 end
+-- The built-in inline completion as released in 0.12 (early 0.12 dev builds lack it or parts of it).
+H.has_native = function()
+  local native = vim.lsp.inline_completion
+  return type(native) == 'table' and type(native.enable) == 'function' and type(native.get) == 'function'
+    and type(native.is_enabled) == 'function'
+end
 
 H.uses_native = function()
   local native = Codila.config.ghost_text.native
   return native == true or (native == 'auto' and H.has_native())
 end
 
-H.on_attach = function(client, buf_id)
-  local config = Codila.config
-  if config.ghost_text.enable then
-    if H.uses_native() then
-      vim.lsp.inline_completion.enable(true, { bufnr = buf_id, client_id = client.id })
-    elseif H.buf_state[buf_id] == nil then
-      H.buf_state[buf_id] = {}
-      H.attach_autocommands(buf_id)
-    end
+H.on_attach = function(_, buf_id)
+  if H.buf_state[buf_id] == nil then
+    H.buf_state[buf_id] = { native_sent = {}, own = {} }
+    H.attach_autocommands(buf_id)
+  end
+  if Codila.config.ghost_text.enable and H.uses_native() then
+    -- Per buffer, not per client: enabled for a client id, Neovim never detaches a client that stopped, and
+    -- every later keystroke fails its assertion (0.12.4).
+    vim.lsp.inline_completion.enable(true, { bufnr = buf_id })
   end
   H.map_keys(buf_id)
 end
@@ -419,40 +498,182 @@ end
 H.on_exit = function(code, signal)
   if code ~= 0 then H.message(string.format('server exited (code %d, signal %d); see :LspLog', code, signal), 'ERROR') end
   H.status = nil
+  for buf_id in pairs(H.buf_state) do
+    local state = H.buf_state[buf_id]
+    state.pending, state.native_sent, state.own, state.native_fresh = nil, {}, {}, nil
+    vim.schedule(function() H.dismiss(buf_id) end)
+  end
   H.refresh_status()
 end
 
 H.detach = function(buf_id)
-  Codila.dismiss(buf_id)
   local state = H.buf_state[buf_id]
-  if state ~= nil and state.timer ~= nil then state.timer:close() end
-  H.buf_state[buf_id] = nil
+  if state ~= nil then
+    H.cancel(buf_id)
+    H.dismiss(buf_id)
+    if state.timer ~= nil then state.timer:close() end
+  end
+  H.buf_state[buf_id], H.mapped[buf_id], H.fallback_maps[buf_id] = nil, nil, nil
 end
 
+H.stop_client = function(client, force)
+  if vim.fn.has('nvim-0.11') == 1 then return client:stop(force) end
+  return client.stop(force)
+end
+
+-- Keys ------------------------------------------------------------------------
+-- Each key acts when there is something to act on and otherwise does what it did before: the buffer-local
+-- mapping it replaced, else the global mapping of that moment, else the key itself. The mappings are Lua
+-- callbacks, not expressions: Neovim evaluates an expression mapping as soon as it peeks at the key, which
+-- can be before keys typed ahead of it have reached the buffer.
 H.map_keys = function(buf_id)
+  if H.mapped[buf_id] then return end
+  H.mapped[buf_id] = true
+  H.fallback_maps[buf_id] = {}
   local mappings = Codila.config.mappings
-  if mappings.accept ~= '' then
-    -- Without a suggestion (or with the popup menu open) the key is fed back unmapped.
+  local map = function(lhs, act, desc)
+    if lhs == '' then return end
+    H.fallback_maps[buf_id][lhs] = vim.api.nvim_buf_call(buf_id, function()
+      local previous = vim.fn.maparg(lhs, 'i', false, true)
+      return previous.buffer == 1 and previous or nil
+    end)
     local rhs = function()
-      if vim.fn.pumvisible() == 1 then return mappings.accept end
-      if H.uses_native() then
-        -- As |vim.lsp.inline_completion.get()| documents: it returns false when there is nothing to accept.
-        return vim.lsp.inline_completion.get({ bufnr = buf_id }) and '' or mappings.accept
-      end
-      if H.has_suggestion(buf_id) then return '<Cmd>lua require("codila").accept()<CR>' end
-      return mappings.accept
+      if not act() then H.feed_fallback(buf_id, lhs) end
     end
-    vim.keymap.set('i', mappings.accept, rhs, { buffer = buf_id, expr = true, desc = 'Accept the CoDiLA suggestion' })
+    vim.keymap.set('i', lhs, rhs, { buffer = buf_id, desc = desc })
   end
-  if mappings.dismiss ~= '' then
-    vim.keymap.set('i', mappings.dismiss, function() Codila.dismiss(buf_id) end,
-      { buffer = buf_id, desc = 'Dismiss the CoDiLA suggestion' })
+  map(mappings.accept, function()
+    -- The popup menu's own use of the key (or the user's mapping for it) comes first.
+    return vim.fn.pumvisible() == 0 and Codila.accept(buf_id)
+  end, 'Accept the CoDiLA suggestion')
+  map(mappings.dismiss, function() return Codila.dismiss(buf_id) end, 'Dismiss the CoDiLA suggestion')
+  map(mappings.suggest, function()
+    Codila.suggest(buf_id)
+    return true
+  end, 'Ask the CoDiLA server for a suggestion now')
+end
+
+--- Do what `lhs` did before the plugin mapped it (see above): its keys go to the front of the typeahead,
+--- ahead of anything typed after it.
+H.feed_fallback = function(buf_id, lhs)
+  local previous = H.fallback_maps[buf_id] and H.fallback_maps[buf_id][lhs] or H.global_mapping(lhs)
+  if previous == nil then return vim.api.nvim_feedkeys(vim.keycode(lhs), 'int', false) end
+  -- A buffer-local <Plug> copy of that mapping, made now so that a global mapping changed since attaching
+  -- is the one used.
+  local plug = '<Plug>(codila-fallback-' .. vim.fn.keytrans(vim.keycode(lhs)) .. ')'
+  local copy = vim.tbl_extend('force', previous, { lhs = plug, lhsraw = vim.keycode(plug), mode = 'i', buffer = 1 })
+  copy.lhsrawalt = nil
+  vim.fn.mapset('i', false, copy)
+  vim.api.nvim_feedkeys(vim.keycode(plug), 'imt', false)
+end
+
+H.global_mapping = function(lhs)
+  local raw = vim.keycode(lhs)
+  for _, m in ipairs(vim.api.nvim_get_keymap('i')) do
+    if vim.keycode(m.lhs) == raw then return m end
   end
+  return nil
 end
 
 H.has_suggestion = function(buf_id)
   local state = H.buf_state[buf_id]
   return state ~= nil and state.suggestion ~= nil
+end
+
+--- A suggestion of this plugin's renderer is shown and nothing was typed nor the cursor moved since: keys
+--- typed after it was shown may still wait for TextChangedI, which would have hidden it.
+H.has_fresh_suggestion = function(buf_id)
+  local state = H.buf_state[buf_id]
+  local suggestion = state and state.suggestion
+  return suggestion ~= nil and vim.api.nvim_buf_get_changedtick(buf_id) == suggestion.tick
+    and vim.deep_equal(H.buf_cursor(buf_id), suggestion.cursor)
+end
+
+-- Built-in inline completion (Neovim 0.12) -------------------------------------
+-- It keeps showing its last item while newer requests are pending and would insert it at the item's old
+-- range, before anything typed since. So its answers are tracked from the outside: each request's text and
+-- cursor when sent, and which request the displayed item answers; the item is accepted only while the text
+-- and cursor are still those and no newer request is pending.
+H.native_ns = function() return vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion'] end
+
+--- Id of the built-in ghost text's extmark in a buffer, or nil.
+H.native_mark = function(buf_id)
+  local ns = H.native_ns()
+  if ns == nil or not vim.api.nvim_buf_is_valid(buf_id) then return nil end
+  local marks = vim.api.nvim_buf_get_extmarks(buf_id, ns, 0, -1, { limit = 1 })
+  return marks[1] and marks[1][1] or nil
+end
+
+H.on_native_request = function(buf_id, data)
+  local state = H.buf_state[buf_id]
+  local request = data.request
+  if state == nil or request.method ~= 'textDocument/inlineCompletion' then return end
+  local client = vim.lsp.get_client_by_id(data.client_id)
+  if client == nil or client.name ~= H.client_name then return end
+  -- This plugin's own (Invoked) requests are tracked by send_inline_request.
+  if state.sending then state.own[data.request_id] = true end
+  if state.own[data.request_id] then
+    if request.type == 'complete' then state.own[data.request_id] = nil end
+    return
+  end
+  if request.type == 'pending' then
+    state.native_sent[data.request_id] = { tick = vim.api.nvim_buf_get_changedtick(buf_id), cursor = H.buf_cursor(buf_id) }
+    state.native_fresh = nil
+  elseif request.type == 'complete' then
+    local sent = state.native_sent[data.request_id]
+    state.native_sent[data.request_id] = nil
+    local before = H.native_mark(buf_id)
+    -- Neovim's handler runs next (scheduled just before this); after it, a new extmark means it showed
+    -- this answer. An error or an empty answer shows nothing new.
+    vim.schedule(function()
+      if H.buf_state[buf_id] ~= state or next(state.native_sent) ~= nil then return end
+      local after = H.native_mark(buf_id)
+      if sent ~= nil and after ~= nil and after ~= before then
+        state.native_fresh = { tick = sent.tick, cursor = sent.cursor, mark = after }
+        -- The newest answer wins: hide this plugin's (Invoked) suggestion under it.
+        H.dismiss(buf_id)
+      end
+    end)
+  else
+    state.native_sent[data.request_id] = nil
+  end
+end
+
+H.has_fresh_native = function(buf_id)
+  local state = H.buf_state[buf_id]
+  local fresh = state and state.native_fresh
+  if fresh == nil or not H.uses_native() or next(state.native_sent) ~= nil then return false end
+  return fresh.mark == H.native_mark(buf_id) and vim.api.nvim_buf_get_changedtick(buf_id) == fresh.tick
+    and vim.deep_equal(H.buf_cursor(buf_id), fresh.cursor)
+end
+
+--- Insert the built-in ghost text. |vim.lsp.inline_completion.get()| inserts it on the next turn of the event
+--- loop; waiting for that turn here (typed keys are not handled meanwhile) keeps keys typed after the accept
+--- key after the suggestion.
+H.accept_native = function(buf_id)
+  local done = false
+  local on_accept = function(item)
+    done = true
+    return item
+  end
+  if not vim.lsp.inline_completion.get({ bufnr = buf_id, on_accept = on_accept }) then return false end
+  vim.wait(1000, function() return done end, 1)
+  return true
+end
+
+--- Hide the built-in ghost text (and cancel its requests) without inserting it; false if none was shown.
+--- |vim.lsp.inline_completion.get()| with an `on_accept` that returns nil does exactly that.
+H.dismiss_native = function(buf_id)
+  if not H.uses_native() or H.native_mark(buf_id) == nil then return false end
+  local state = H.buf_state[buf_id]
+  if state ~= nil then state.native_fresh = nil end
+  return vim.lsp.inline_completion.get({ bufnr = buf_id, on_accept = function() return nil end }) == true
+end
+
+H.buf_cursor = function(buf_id)
+  local win = vim.api.nvim_get_current_buf() == buf_id and 0 or vim.fn.bufwinid(buf_id)
+  if win == -1 then return nil end
+  return vim.api.nvim_win_get_cursor(win)
 end
 
 -- Neovim 0.11 made client methods take `self`; 0.10 used plain fields.
@@ -480,7 +701,9 @@ end
 H.on_text_changed = function(buf_id)
   local state = H.buf_state[buf_id]
   if state == nil then return end
-  Codila.dismiss(buf_id)
+  H.cancel(buf_id)
+  H.dismiss(buf_id)
+  if not Codila.config.ghost_text.enable or H.uses_native() then return end
   state.timer = state.timer or vim.uv.new_timer()
   state.timer:stop()
   state.timer:start(Codila.config.ghost_text.debounce_ms, 0, vim.schedule_wrap(function()
@@ -516,9 +739,12 @@ H.send_inline_request = function(buf_id, trigger_kind)
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
   params.context = { triggerKind = trigger_kind }
   state.latest = id
+  -- Its LspRequest events fire inside client:request(): `sending` marks them as this plugin's.
+  state.sending = true
   local ok, lsp_id = H.request(client, 'textDocument/inlineCompletion', params, function(err, result)
     H.on_inline_result(buf_id, client, sent, err, result)
   end, buf_id)
+  state.sending = false
   if ok and lsp_id ~= nil and state.latest == id then state.pending = { id = id, client = client, lsp_id = lsp_id } end
 end
 
@@ -573,12 +799,15 @@ H.show = function(buf_id, suggestion)
     virt_lines[#virt_lines + 1] = { { lines[i], 'CodilaSuggestion' } }
   end
   local row, col = suggestion.cursor[1] - 1, suggestion.cursor[2]
+  -- One ghost text at a time: this answer replaces the built-in one (an Invoked request on 0.12).
+  H.dismiss_native(buf_id)
   state.extmark = vim.api.nvim_buf_set_extmark(buf_id, H.ns_id, row, col, {
     virt_text = { { lines[1], 'CodilaSuggestion' } },
     virt_text_pos = 'inline',
     virt_lines = #virt_lines > 0 and virt_lines or nil,
     hl_mode = 'combine',
   })
+  suggestion.tick = vim.api.nvim_buf_get_changedtick(buf_id)
   state.suggestion = suggestion
   vim.api.nvim_exec_autocmds('User', { pattern = 'CodilaSuggestion', modeline = false,
     data = { buf = buf_id, text = suggestion.text, range = vim.deepcopy(suggestion.range) } })
@@ -607,11 +836,15 @@ end
 -- Positions ------------------------------------------------------------------
 H.line = function(buf_id, row) return vim.api.nvim_buf_get_lines(buf_id, row, row + 1, false)[1] or '' end
 
---- LSP character (in the client's encoding) -> byte column.
+--- LSP character (in the client's encoding) -> byte column. A character past the end of the line means
+--- the end of the line, as the LSP specification says.
 H.byte_col = function(buf_id, row, character, encoding)
   local line = H.line(buf_id, row)
   if encoding == 'utf-8' then return math.min(character, #line) end
   if vim.fn.has('nvim-0.11') == 1 then return vim.str_byteindex(line, encoding, character, false) end
+  -- Neovim 0.10's str_byteindex has no clamping and throws past the end.
+  local utf32_len, utf16_len = vim.str_utfindex(line)
+  character = math.min(character, encoding == 'utf-16' and utf16_len or utf32_len)
   return vim.str_byteindex(line, character, encoding == 'utf-16')
 end
 
@@ -682,7 +915,7 @@ H.message = function(msg, level)
   vim.schedule(function() vim.notify('(codila) ' .. msg, vim.log.levels[level]) end)
 end
 
--- For tests and :checkhealth.
+-- For tests only: the plugin's entry files (plugin/, health.lua) use the public functions above.
 Codila._H = H
 
 return Codila

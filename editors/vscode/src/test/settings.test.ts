@@ -53,7 +53,7 @@ test('ranges and enums match the server contract', () => {
     assert.deepEqual(schema.preset.enum, ['fast', 'balanced', 'accurate']);
     assert.equal(schema.preset.default, 'balanced');
     assert.deepEqual(schema.dtype.enum, ['auto', 'float32', 'bfloat16', 'float16']);
-    assert.deepEqual(schema.arBackend.enum, ['torch', 'vllm']);
+    assert.deepEqual(schema.arBackend.enum, ['torch']);
     assert.deepEqual(schema.method.enum!.filter((v) => v !== null), ['codila', 'codila-top1', 'dlm']);
     assert.deepEqual(schema.mode.enum!.filter((v) => v !== null), ['static', 'dynamic']);
     assert.deepEqual(schema.syntaxCheck.enum, ['off', 'trim', 'reject']);

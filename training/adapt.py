@@ -1,0 +1,451 @@
+"""Make a diffusion LM from a pretrained causal LM, the way Dream was made from Qwen2.5.
+
+    python -m training.adapt --base base:smollm2-135m --output ~/.cache/codila-lsp/runs/dlm-lora \\
+        --method lora --lora-rank 32 --max-minutes 120
+    python -m training.adapt ... --method full          # every weight trains (the comparison run)
+
+The conversion: attention becomes bidirectional, the logit shift stays on (position i is read from the
+output at i - 1, so the pretrained next-token head keeps its meaning), and a special token the base never
+meets in code becomes the mask (`--mask-token`, SmolLM2's `<empty_output>`: re-using a row keeps the
+vocabulary, the tied embedding and the executor's ids exactly the base's; a new row would change all three).
+Then the masked-diffusion objective on source code, in the shapes the editor produces:
+- editor samples (`--infill-share`): prefix + middle + EOS padding to a budget + suffix, the boundary laid
+  out as token healing lays it out at inference; the masked region is either uniformly masked at a level
+  t ~ U(eps, 1) or masked from a random cut to its end (what a left-to-right decode sees);
+- windows of the token stream, uniformly masked or with one masked span of 1-64 tokens.
+Cross-entropy on masked positions only, and the LM head runs only on those rows.
+
+Resumable: every `--save-every-minutes` the run writes `checkpoint.pt` (trainable weights, optimizer, data
+RNG, counters; loaded with weights_only) and `export/`, a loadable model folder (a peft LoRA adapter over
+the base, or the full model in bfloat16), both atomically. Re-running the same command continues where the
+last checkpoint left off, for `--max-minutes` more. The learning rate is constant after warmup so a run can
+go on over several sessions. `metrics.jsonl` gets the training curve and fixed-mask validation accuracy.
+Sources: the training split of the standard library, plus `--extra-source` folders (permissively licensed
+Python the install already has); the benchmark's held-out files are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from decoding.base import resolve_model_path
+from decoding.models import make_bidirectional
+from training.corpus import stdlib_files
+from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
+
+log = logging.getLogger("training.adapt")
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """One adaptation run; validated on construction."""
+
+    base: str
+    output: str
+    method: str = "lora"
+    lora_rank: int = 32
+    lora_alpha: float = 64.0
+    mask_token: str = "<empty_output>"
+    eos_token: str = "<|endoftext|>"
+    extra_sources: tuple[str, ...] = ()
+    seq_len: int = 256
+    batch_size: int = 8
+    lr: float = 5e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_minutes: float = 60.0
+    max_steps: int = 1_000_000
+    eps: float = 0.05
+    infill_share: float = 0.5
+    max_middle: int = 64
+    budget: int = 64
+    save_every_minutes: float = 10.0
+    eval_every_minutes: float = 15.0
+    log_every: int = 10
+    threads: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise ValueError(f"method must be lora or full; got {self.method!r}")
+        for name in ("lora_rank", "seq_len", "batch_size", "max_steps", "log_every", "threads", "budget", "max_middle"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if not 0 < self.lr < 1 or not 0 <= self.infill_share <= 1 or not 0 < self.eps < 1:
+            raise ValueError("need 0 < lr < 1, 0 <= infill_share <= 1 and 0 < eps < 1")
+        if self.max_middle > self.budget or self.budget >= self.seq_len:
+            raise ValueError("need max_middle <= budget < seq_len")
+        if min(self.max_minutes, self.save_every_minutes, self.eval_every_minutes) <= 0:
+            raise ValueError("max_minutes, save_every_minutes and eval_every_minutes must be positive")
+
+
+# ---------------------------------------------------------------------------------------------- model
+def load_base_as_dlm(config: AdaptConfig):
+    """(model, tokenizer, mask_id, eos_id): the base with bidirectional attention, trainable as configured."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model_path(config.base)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    mask_id, eos_id = (_token_id(tokenizer, t) for t in (config.mask_token, config.eos_token))
+    # LoRA keeps the frozen base in bfloat16 (half the memory traffic); full training needs fp32 masters
+    dtype = torch.bfloat16 if config.method == "lora" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    make_bidirectional(model)
+    if config.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                          target_modules=list(LORA_TARGETS), trainable_token_indices={"embed_tokens": [mask_id]})
+        model = get_peft_model(model, lora)
+        for p in model.parameters():  # trainable parameters in fp32 (AdamW state and updates)
+            if p.requires_grad:
+                p.data = p.data.float()
+    return model, tokenizer, mask_id, eos_id
+
+
+def _token_id(tokenizer, token: str) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(tid, int) or tid == tokenizer.unk_token_id and token != tokenizer.unk_token:
+        raise ValueError(f"the base's tokenizer has no {token!r} token")
+    return tid
+
+
+def backbone(model):
+    """The transformer without its LM head (through a peft wrapper if there is one)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.model, inner.lm_head
+
+
+def masked_logits(model, inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Logits only where the loss needs them. inputs: (N, L); rows: (M, 2) [sample, position] -> (M, V).
+
+    Dream's logit shift: position i is predicted by the output at i - 1 (position 0 by its own).
+    """
+    body, head = backbone(model)
+    hidden = body(input_ids=inputs, use_cache=False).last_hidden_state  # (N, L, H)
+    source = (rows[:, 1] - 1).clamp(min=0)
+    return head(hidden[rows[:, 0], source])  # (M, V)
+
+
+# ----------------------------------------------------------------------------------------------- data
+class Sources:
+    """Training texts (token stream for windows, raw texts for editor samples) and validation texts."""
+
+    def __init__(self, config: AdaptConfig, tokenizer, eos_id: int):
+        files = stdlib_files("train")
+        for folder in config.extra_sources:
+            files.extend(f for f in source_files(Path(folder)) if f.suffix == ".py")
+        train, val = split_validation(sorted(set(files)))
+        self.texts = [t for t in (read_text(p) for p in train) if t.strip()]
+        self.val_texts = [t for t in (read_text(p) for p in val) if t.strip()]
+        self.weights = [len(t) for t in self.texts]
+        ids: list[int] = []
+        for chunk in range(0, len(self.texts), 256):
+            for row in tokenizer(self.texts[chunk:chunk + 256], add_special_tokens=False)["input_ids"]:
+                ids.extend(row)
+                ids.append(eos_id)
+        self.stream = torch.tensor(ids, dtype=torch.long)
+        log.info("sources: %d training files (%d tokens, %.1f MB), %d validation files", len(self.texts),
+                 len(self.stream), sum(self.weights) / 1e6, len(self.val_texts))
+
+    def window(self, rng: random.Random, length: int) -> torch.Tensor:
+        start = rng.randrange(0, len(self.stream) - length)
+        return self.stream[start:start + length]
+
+
+def make_batch(src: Sources, tokenizer, config: AdaptConfig, rng: random.Random, mask_id: int, eos_id: int,
+               texts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """inputs (N, L) with masks applied, targets (N, L), masked (N, L) bool."""
+    n, seq = config.batch_size, config.seq_len
+    clean = torch.empty(n, seq, dtype=torch.long)
+    masked = torch.zeros(n, seq, dtype=torch.bool)
+    texts = texts or src.texts
+    for i in range(n):
+        t = config.eps + (1 - config.eps) * rng.random()
+        span = None
+        if rng.random() < config.infill_share:
+            span = sample_infill(rng.choices(texts, weights=None if texts is not src.texts else src.weights)[0],
+                                 tokenizer, rng, config.max_middle, heal=True)
+        if span is not None:
+            budget = config.budget if rng.random() < 0.5 else rng.randint(len(span.middle), config.budget)
+            ex = infill_sequence(span, budget, seq, eos_id, rng)
+            clean[i] = torch.tensor(ex.ids)
+            region = torch.arange(ex.start, ex.start + ex.length)
+            if rng.random() < 0.5:  # uniform masking of the middle region
+                pick = region[torch.rand(len(region), generator=_gen(rng)) < t]
+            else:  # a left-to-right decode's state: the middle masked from a cut on
+                pick = region[rng.randrange(len(region)):]
+            masked[i, pick] = True
+            if not masked[i].any():
+                masked[i, region[rng.randrange(len(region))]] = True
+            continue
+        clean[i] = src.window(rng, seq)
+        if rng.random() < 0.5:
+            masked[i] = torch.rand(seq, generator=_gen(rng)) < t
+        else:
+            width = rng.randint(1, 64)
+            start = rng.randrange(1, seq - width)
+            masked[i, start:start + width] = True
+        masked[i, 0] = False if masked[i, 1:].any() else masked[i, 0]
+        if not masked[i].any():
+            masked[i, rng.randrange(1, seq)] = True
+    inputs = clean.masked_fill(masked, mask_id)
+    return inputs, clean, masked
+
+
+def _gen(rng: random.Random) -> torch.Generator:
+    return torch.Generator().manual_seed(rng.getrandbits(63))
+
+
+def loss_on(model, inputs: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the masked positions of the batch."""
+    rows = masked.nonzero()  # (M, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=inputs.device.type == "cpu"):
+        logits = masked_logits(model, inputs, rows)  # (M, V)
+    return F.cross_entropy(logits.float(), targets[masked])
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+class Validation:
+    """Fixed validation batches (same samples and masks every time): uniform masking at 15% and 50%
+    of windows, and editor samples with the whole middle region masked."""
+
+    def __init__(self, src: Sources, tokenizer, config: AdaptConfig, mask_id: int, eos_id: int, n: int = 32):
+        rng = random.Random(4321)
+        stream = []
+        for text in src.val_texts:
+            stream.extend(tokenizer.encode(text, add_special_tokens=False) + [eos_id])
+        stream = torch.tensor(stream)
+        starts = [rng.randrange(0, len(stream) - config.seq_len) for _ in range(n)]
+        windows = torch.stack([stream[s:s + config.seq_len] for s in starts])  # (n, L)
+        gen = torch.Generator().manual_seed(4321)
+        self.sets = {}
+        for rate in (0.15, 0.5):
+            m = torch.rand(windows.shape, generator=gen) < rate
+            m[:, 0] = False
+            self.sets[f"acc@{rate:.2f}"] = (windows.masked_fill(m, mask_id), windows, m)
+        rows, marks = [], []
+        while len(rows) < n:
+            span = sample_infill(rng.choice(src.val_texts), tokenizer, rng, config.max_middle, heal=True)
+            if span is None:
+                continue
+            ex = infill_sequence(span, config.budget, config.seq_len, eos_id, rng)
+            ids = torch.tensor(ex.ids)
+            m = torch.zeros(config.seq_len, dtype=torch.bool)
+            m[ex.start:ex.start + len(span.middle)] = True  # scored on the true middle tokens
+            full = torch.zeros_like(m)
+            full[ex.start:ex.start + ex.length] = True  # but the whole budget is masked
+            rows.append((ids.masked_fill(full, mask_id), ids, m))
+        self.sets["infill_middle_acc"] = tuple(torch.stack(x) for x in zip(*rows))
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict:
+        model.eval()
+        out = {}
+        for name, (inputs, targets, m) in self.sets.items():
+            hits = total = 0
+            ce = 0.0
+            for i in range(0, len(inputs), 8):
+                rows = m[i:i + 8].nonzero()
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    logits = masked_logits(model, inputs[i:i + 8], rows).float()
+                true = targets[i:i + 8][m[i:i + 8]]
+                hits += int((logits.argmax(-1) == true).sum())
+                ce += float(F.cross_entropy(logits, true, reduction="sum"))
+                total += len(true)
+            out[name] = round(hits / max(total, 1), 4)
+            out[name.replace("acc", "ce")] = round(ce / max(total, 1), 4)
+        model.train()
+        return out
+
+
+# ------------------------------------------------------------------------------------ save and resume
+def save_checkpoint(model, opt, state: dict, out: Path) -> None:
+    trainable = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    _atomic_torch_save({"trainable": trainable, "optimizer": opt.state_dict(), "state": state},
+                       out / "checkpoint.pt")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export(model, tokenizer, config: AdaptConfig, mask_id: int, eos_id: int, out: Path, note: dict) -> Path:
+    """Write `out/export`: a folder load_dlm reads (adapter over the base, or the whole model)."""
+    final = out / "export"
+    tmp = out / "export.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    codila = {"dlm_logit_shift": True, "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+              "codila_adapt": note}
+    if config.method == "lora":
+        model.save_pretrained(tmp, safe_serialization=True)
+        cfg_path = tmp / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = config.base  # the registry name, resolved at load
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        base_cfg = json.loads((Path(resolve_model_path(config.base)) / "config.json").read_text())
+        (tmp / "config.json").write_text(json.dumps({**base_cfg, **codila}, indent=2, sort_keys=True))
+    else:
+        model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+        model.float()
+        cfg = json.loads((tmp / "config.json").read_text())
+        (tmp / "config.json").write_text(json.dumps({**cfg, **codila}, indent=2, sort_keys=True))
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final.with_name("export.old"), ignore_errors=True)
+    if final.exists():
+        os.replace(final, final.with_name("export.old"))
+    os.replace(tmp, final)
+    shutil.rmtree(final.with_name("export.old"), ignore_errors=True)
+    return final
+
+
+def adapt(config: AdaptConfig) -> Path:
+    torch.set_num_threads(config.threads)
+    out = Path(config.output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model, tokenizer, mask_id, eos_id = load_base_as_dlm(config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info("%s: %.2fM trainable of %.1fM parameters; mask %d, eos %d", config.method,
+             sum(p.numel() for p in trainable) / 1e6, sum(p.numel() for p in model.parameters()) / 1e6,
+             mask_id, eos_id)
+    opt = torch.optim.AdamW(trainable, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+    state = {"step": 0, "tokens": 0, "seconds": 0.0, "rng": random.Random(config.seed).getstate()}
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=True)
+        missing = set(n for n, p in model.named_parameters() if p.requires_grad) ^ set(saved["trainable"])
+        if missing:
+            raise ValueError(f"{ckpt} does not match this configuration (parameters {sorted(missing)[:3]}...)")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in saved["trainable"].items():
+                params[name].copy_(value)
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        state["rng"] = _tuple_state(state["rng"])
+        log.info("resumed from %s at step %d (%.1f min trained)", ckpt, state["step"], state["seconds"] / 60)
+    src = Sources(config, tokenizer, eos_id)
+    val = Validation(src, tokenizer, config, mask_id, eos_id)
+    rng = random.Random()
+    rng.setstate(state["rng"])
+    metrics = (out / "metrics.jsonl").open("a")
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+    def record(row: dict) -> None:
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+        log.info("%s", row)
+
+    if state["step"] == 0:
+        record({"step": 0, "tokens": 0, "minutes": 0.0, "eval": val(model)})
+    model.train()
+    start = last_save = last_eval = time.monotonic()
+    seconds0 = state["seconds"]
+    budget_s = config.max_minutes * 60
+    while state["step"] < config.max_steps and time.monotonic() - start < budget_s:
+        lr = config.lr * min(1.0, (state["step"] + 1) / config.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        inputs, targets, masked = make_batch(src, tokenizer, config, rng, mask_id, eos_id)
+        loss = loss_on(model, inputs, targets, masked)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        opt.step()
+        state["step"] += 1
+        state["tokens"] += inputs.numel()
+        state["seconds"] = seconds0 + time.monotonic() - start
+        if state["step"] % config.log_every == 0:
+            record({"step": state["step"], "loss": round(loss.item(), 4), "lr": lr, "grad_norm": round(float(norm), 3),
+                    "tokens": state["tokens"], "minutes": round(state["seconds"] / 60, 2),
+                    "tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9))})
+        now = time.monotonic()
+        if now - last_eval > config.eval_every_minutes * 60:
+            record({"step": state["step"], "tokens": state["tokens"], "minutes": round(state["seconds"] / 60, 2),
+                    "eval": val(model)})
+            last_eval = time.monotonic()
+        if now - last_save > config.save_every_minutes * 60:
+            _save_all(model, opt, state, rng, tokenizer, config, mask_id, eos_id, out)
+            last_save = time.monotonic()
+    _save_all(model, opt, state, rng, tokenizer, config, mask_id, eos_id, out)
+    record({"step": state["step"], "tokens": state["tokens"], "minutes": round(state["seconds"] / 60, 2),
+            "eval": val(model), "end_of_session": True})
+    metrics.close()
+    return out / "export"
+
+
+def _save_all(model, opt, state, rng, tokenizer, config, mask_id, eos_id, out: Path) -> None:
+    state["rng"] = rng.getstate()
+    save_checkpoint(model, opt, state, out)
+    export(model, tokenizer, config, mask_id, eos_id, out,
+           {"method": config.method, "step": state["step"], "tokens": state["tokens"],
+            "cpu_minutes": round(state["seconds"] / 60, 1)})
+    log.info("saved step %d to %s", state["step"], out)
+
+
+def _tuple_state(value):
+    """random.Random states come back from torch.load as lists; setstate wants tuples."""
+    return tuple(_tuple_state(v) for v in value) if isinstance(value, list) else value
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # what to adapt
+    p.add_argument("--base", default="base:smollm2-135m", help="the causal LM: base:NAME, a .gguf file or a model folder")
+    p.add_argument("--output", required=True, help="run folder: checkpoint.pt, export/, metrics.jsonl (keep it outside the repository)")
+    p.add_argument("--method", default="lora", choices=("lora", "full"), help="lora: adapters (peft) on every projection; full: every weight")
+    p.add_argument("--lora-rank", type=int, default=32, help="LoRA rank r")
+    p.add_argument("--lora-alpha", type=float, default=64.0, help="LoRA scale numerator (scale = alpha / r)")
+    p.add_argument("--mask-token", default="<empty_output>", help="the special token that becomes [MASK]")
+    p.add_argument("--eos-token", default="<|endoftext|>", help="end of middle / padding token")
+    p.add_argument("--extra-source", action="append", default=[], dest="extra_sources",
+                   help="a folder of Python source to train on as well (repeatable)")
+    # optimisation
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per sample")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per step")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (AdamW), constant after warmup")
+    p.add_argument("--warmup-steps", type=int, default=20, help="linear warmup steps")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    # the objective
+    p.add_argument("--eps", type=float, default=0.05, help="lowest masking level t ~ U(eps, 1)")
+    p.add_argument("--infill-share", type=float, default=0.5, help="share of editor-shaped samples (the rest: windows)")
+    p.add_argument("--max-middle", type=int, default=64, help="longest middle in tokens")
+    p.add_argument("--budget", type=int, default=64, help="masked region of an editor sample: middle + EOS padding")
+    # budget
+    p.add_argument("--max-minutes", type=float, default=60.0, help="train this many more minutes in this invocation")
+    p.add_argument("--max-steps", type=int, default=1_000_000, help="stop at this total step")
+    p.add_argument("--save-every-minutes", type=float, default=10.0, help="checkpoint + export this often")
+    p.add_argument("--eval-every-minutes", type=float, default=15.0, help="fixed-mask validation this often")
+    p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="seeds data and masking")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    values = vars(args)
+    values["extra_sources"] = tuple(values["extra_sources"])
+    config = AdaptConfig(**values)
+    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
+    adapt(config)
+
+
+if __name__ == "__main__":
+    main()
