@@ -26,7 +26,9 @@ benchmark), need at most MAX_TEST_CPU_SECONDS and have no skip condition; at mos
 kept only if its tests pass with the original middle (twice: flaky tests go) and fail with `pass` in its
 place, so the tests really check that gap.
 
-Deterministic for a given Python version (the stdlib and its tests are the input) and --seed; MANIFEST.json
+Deterministic for a given Python version (the stdlib and its tests are the input) and --seed, up to the tests
+whose CPU time lies at MAX_TEST_CPU_SECONDS (a rerun can put one on the other side: that changes the tasks
+whose gaps it reaches, not the whole set, as every seeded order sorts by a hash of each item); MANIFEST.json
 records the Python version, the seed and a hash of every file used. A task checks the hashes of its module
 and test module when it runs, so it runs only on a Python with exactly those files.
 """
@@ -39,7 +41,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import statistics
 import sys
 from collections import Counter
@@ -222,10 +223,15 @@ def tested_files(split: str, files: list[str] | None = None) -> list[str]:
 
 
 def mixed_order(tasks: list[dict], seed: int) -> list[dict]:
-    """Tasks in a seeded random order (from sorted ids), so `--limit N` takes a representative N."""
-    ordered = sorted(tasks, key=lambda t: t["task_id"])
-    random.Random(seed).shuffle(ordered)
-    return ordered
+    """Tasks in a seeded random order (by a hash of their ids), so `--limit N` takes a representative N."""
+    return sorted(tasks, key=lambda t: _rank(seed, t["task_id"]))
+
+
+def _rank(seed: int, key: str) -> str:
+    """A seeded pseudo-random sort key of one item. Sorting by it, unlike shuffling the whole list, leaves the
+    other items' order alone when one item comes or goes (a test near the CPU limit that falls on the other
+    side of it on a rerun changes the tasks that it reaches, not the whole set)."""
+    return hashlib.sha256(f"{seed}/{key}".encode()).hexdigest()
 
 
 def definitions_in(split: str = "heldout"):
@@ -446,21 +452,22 @@ def candidate(d: Definition, gap: Gap, runs: list[SuiteRun], seed: int) -> Candi
     counts = Counter(r.module for r in covering)
     module = min(counts, key=lambda m: (-counts[m], m))
     tests = [r for r in covering if r.module == module]
-    rng = random.Random(f"{seed}/{d.rel}/{gap}")
-    chosen = sorted(rng.sample(range(len(tests)), min(MAX_TESTS, len(tests))))
-    return Candidate(d, gap, context, tuple(tests[i] for i in chosen))
+    chosen = sorted(tests, key=lambda r: _rank(seed, f"{d.rel}/{gap}/{r.name}"))[:MAX_TESTS]
+    return Candidate(d, gap, context, tuple(r for r in tests if r in chosen))
 
 
 def spread_order(pool: list[Candidate], seed: int) -> list[Candidate]:
     """The candidates in a seeded order that visits every function once before any function twice."""
-    order = pool[:]
-    random.Random(seed).shuffle(order)
+    def key(c: Candidate) -> str:
+        return _rank(seed, f"{c.definition.rel}/{c.definition.qualname}/{c.gap}")
+
+    order = sorted(pool, key=key)
     seen: Counter = Counter()
     ranked = []
-    for position, c in enumerate(order):
-        key = (c.definition.rel, c.definition.qualname)
-        ranked.append((seen[key], position, c))
-        seen[key] += 1
+    for c in order:
+        function = (c.definition.rel, c.definition.qualname)
+        ranked.append((seen[function], key(c), c))
+        seen[function] += 1
     return [c for _, _, c in sorted(ranked, key=lambda r: r[:2])]
 
 

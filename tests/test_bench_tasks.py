@@ -262,6 +262,19 @@ def test_spread_order_visits_every_function_once_before_any_twice():
     firsts = {c.definition.qualname for c in order[:3]}
     assert firsts == {"f", "g", "h"}
     assert make_tasks.spread_order(pool, seed=0) == order
+    assert make_tasks.spread_order(pool, seed=1) != order
+
+
+def test_seeded_orders_stay_put_when_one_item_goes():
+    """A rerun that loses one gap (a test at the CPU limit fell on the other side) changes that gap only."""
+    pool = [_fake(f"{name}.py", name, 1) for name in "abcdefghijklmnop"]
+    order = make_tasks.spread_order(pool, seed=0)
+    gone = order[5]
+    assert make_tasks.spread_order([c for c in pool if c is not gone], seed=0) == [c for c in order if c is not gone]
+    tasks = [{"task_id": f"t{i}"} for i in range(30)]
+    mixed = make_tasks.mixed_order(tasks, seed=0)
+    assert mixed != tasks and sorted(mixed, key=lambda t: int(t["task_id"][1:])) == tasks
+    assert make_tasks.mixed_order(tasks[:7] + tasks[8:], seed=0) == [t for t in mixed if t is not tasks[7]]
 
 
 def test_select_checked_keeps_the_first_checked_gaps_at_most_a_quarter_per_file(monkeypatch):
@@ -291,6 +304,8 @@ def test_candidate_takes_fast_passing_tests_that_reach_the_gap_from_one_test_mod
     assert {r.module for r in c.tests} == {"test.a"} and len(c.tests) == make_tasks.MAX_TESTS
     assert all(r.name.removeprefix("T.test_").isdigit() for r in c.tests)
     assert make_tasks.candidate(d, gap, runs, seed=0) == c
+    left_out = next(r for r in runs[4:] if r not in c.tests)  # losing a test it did not choose changes nothing
+    assert make_tasks.candidate(d, gap, [r for r in runs if r is not left_out], seed=0) == c
     assert make_tasks.candidate(d, gap, runs[:4], seed=0).tests == (runs[3],)
     assert make_tasks.candidate(d, gap, runs[:3], seed=0) is None  # no test checks it
 
