@@ -26,17 +26,18 @@ Length (--length): "oracle" gives each task as many masked positions as its refe
 (--max-context): 3/4 before the gap, 1/4 after it, what one side does not need going to the other (the
 language server's policy, decoding.context).
 
-Metrics per decoder: syntax_ok (a non-empty middle, and prompt + middle + suffix parses: tree-sitter and, for
-Python, Python's own compiler), exact_match (middle == reference, trailing whitespace per line and trailing blank lines ignored),
+Metrics per decoder, the headline first: pass_at_1 (share of the tasks with tests whose tests pass, run for
+real in a restricted subprocess; null when no task has tests), exact_match (middle == reference, trailing
+whitespace per line and trailing blank lines ignored; over all tasks); then syntax_ok (a non-empty middle, and
+prompt + middle + suffix parses: tree-sitter and, for Python, Python's own compiler; a junk model scores here),
 sim (mean similarity to the reference, 0..1, difflib's ratio), top (share of tasks answered with the decoder's
 most frequent middle: high = one answer everywhere, which syntax_ok can reward), fill (mean middle tokens over
-the N masked positions: low = middles ended early), pass_at_1 (share of tasks with tests whose tests pass, run for real in a restricted subprocess; null when no
-task has tests), nfe_per_token (DLM forward passes per committed position), tokens_per_second (generated
-tokens / total infill time), mean and p95 latency of one infill call in ms.
+the N masked positions: low = middles ended early), nfe_per_token (DLM forward passes per committed position),
+tokens_per_second (generated tokens / total infill time), mean and p95 latency of one infill call in ms.
 
-Output: a table on stdout, a progress bar on stderr; --json writes {"tasks", "n", "models", "results": [...],
-"samples": [...per task and decoder...], ...}; --plot draws accuracy vs throughput. Ctrl-C stops early and
-reports (and writes) the tasks every decoder finished.
+Output: a table on stdout, a progress bar on stderr; --json writes {"tasks", "n", "models", "headline",
+"results": [...], "samples": [...per task and decoder...], ...}; --plot draws accuracy vs throughput. Ctrl-C
+stops early and reports (and writes) the tasks every decoder finished.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.harness import Length, run_benchmark
-from benchmarks.metrics import summarize
+from benchmarks.metrics import HEADLINE, summarize
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
 from decoding.arguments import add_model_arguments, load_models_from_args
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
         "command": "python -m benchmarks.infill " + " ".join(sys.argv[1:] if argv is None else argv),
+        "headline": list(HEADLINE),  # the columns to quote: pass_at_1 over n_tested tasks, exact_match over n
         "results": [summarize(d.spec, run.samples) for d in decoders],
         "decoders": {d.spec: d.describe() | ({"max_new_tokens": str(length)} if d.uses_length else {})
                      for d in decoders},
@@ -204,23 +206,40 @@ def _torch_threads() -> int:
 
 
 def format_table(report: dict) -> str:
-    """The results as an aligned text table (percentages, ms)."""
-    header = ["decoder", "n", "syntax_ok", "exact", "sim", "top", "pass@1", "empty", "fill", "NFE/tok", "tok/s",
-              "mean ms", "p95 ms"]
+    """The results as an aligned text table, the headline first (pass@1, exact match), and a line that says
+    over how many tasks each column is computed (the header carries the counts when all rows share them)."""
+    results = report["results"]
+    tested, total = _shared(r["n_tested"] for r in results), _shared(r["n"] for r in results)
+    header = ["decoder", "pass@1" if not tested else f"pass@1 of {tested}",
+              "exact" if total is None else f"exact of {total}", "syntax_ok", "sim", "top", "empty", "fill",
+              "NFE/tok", "tok/s", "mean ms", "p95 ms"]
     rows = [header]
-    for r in report["results"]:
+    for r in results:
         rows.append([
-            r["decoder"], str(r["n"]), _pct(r["syntax_ok"]), _pct(r["exact_match"]), _num(r["similarity"], 3),
-            _pct(r["top_middle_share"]),
-            _pct(r["pass_at_1"]) + (f" ({r['n_tested']})" if r["pass_at_1"] is not None else ""), _pct(r["empty"]),
-            _num(r["fill"], 2), _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1),
-            _num(r["mean_latency_ms"], 0), _num(r["p95_latency_ms"], 0),
+            r["decoder"], _pct(r["pass_at_1"]) + ("" if tested is not None or r["pass_at_1"] is None
+                                                   else f" of {r['n_tested']}"),
+            _pct(r["exact_match"]) + ("" if total is not None else f" of {r['n']}"), _pct(r["syntax_ok"]),
+            _num(r["similarity"], 3), _pct(r["top_middle_share"]), _pct(r["empty"]), _num(r["fill"], 2),
+            _num(r["nfe_per_token"], 3), _num(r["tokens_per_second"], 1), _num(r["mean_latency_ms"], 0),
+            _num(r["p95_latency_ms"], 0),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    tasks = "all tasks" if total is None else f"all {total} tasks"
+    if tested == 0:
+        lines.append(f"pass@1: no task has tests; exact and every other column: over {tasks}")
+    else:
+        with_tests = "the tasks with tests" if tested is None else f"the {tested} tasks with tests"
+        lines.append(f"pass@1: share of {with_tests} whose tests pass; exact and every other column: over {tasks}")
     return "\n".join(lines)
+
+
+def _shared(counts) -> int | None:
+    """The one value of `counts`, or None when the rows differ (or there are none)."""
+    values = set(counts)
+    return values.pop() if len(values) == 1 else None
 
 
 def write_json_atomic(path: Path, data: dict, indent: int = 1) -> None:

@@ -2,125 +2,103 @@
 
     python -m benchmarks.make_tasks                    # rewrites benchmarks/data/*.jsonl and MANIFEST.json
     python -m benchmarks.make_tasks --split dev        # rewrites benchmarks/data/dev/ (the tuning set)
-    python -m benchmarks.make_tasks --out /tmp/tasks --seed 1 --single 20 --multi 10
+    python -m benchmarks.make_tasks --check            # runs every committed task: reference passes, `pass` fails
+    python -m benchmarks.make_tasks --out /tmp/tasks --seed 1 --single 20 --multi 10 --file fractions.py
 
 `--split dev` cuts a tuning set from the training files that no stage trains on (pretraining validates on
-them, the fine-tune skips them): choose settings such as tau there, report on the held-out set. It has no
-tasks with tests (the curated functions all live in held-out files).
+them, the fine-tune skips them): choose settings such as tau there, report on the held-out set.
 
-Tasks are HumanEval-Infilling JSON lines. A gap lies inside a function body:
+Every task has tests, and they are the standard library's own (Lib/test, never read by training). A gap lies
+inside a function body of a module that TEST_MODULES pairs with its test modules:
   - single-line: one simple statement that fills its line (assignment, return value, call, raise, ...);
   - multi-line: 2-6 consecutive statements of one block (compound statements included).
 The cursor sits at the first line's indentation: the prompt ends with that indentation, the middle runs to
 the end of the gap's last line, the suffix starts with its newline.
 
-Context: the enclosing function (methods get their class header) plus whole neighbouring definitions while
-they fit in about 40 lines before / after the gap; always valid Python (checked with `compile`).
+What the model sees: the enclosing function (methods get their class header) plus whole neighbouring
+definitions while they fit in about 40 lines before / after the gap (about what the editor sends at its
+default 512 context tokens, and no more than a benchmark canvas holds); always valid Python (`compile`).
 
-Executable tasks (with `test` + `entry_point`): self-contained module-level functions from a curated list.
-The prompt is the function's module-level dependencies (imports, constants, helpers; found from the names it
-uses) followed by the function up to the gap. The tests call it on curated inputs; expected values come from
-running the original function. A gap is kept only if the tests pass with the original middle and fail
-with `pass` in its place, so the tests really check that gap.
+What runs (entry_point `module:NAME`, benchmarks/execution.py): the whole module, imported with the middle in
+place of the gap, under a few of its own unittest tests: those that execute the gap's first line in the
+unmodified module (every test is run once alone, with those lines marked, in the same sandbox as the
+benchmark), need at most MAX_TEST_CPU_SECONDS and have no skip condition; at most MAX_TESTS of them. A gap is
+kept only if its tests pass with the original middle (twice: flaky tests go) and fail with `pass` in its
+place, so the tests really check that gap.
 
-Deterministic for a given Python version (the stdlib is the input) and --seed; MANIFEST.json records the
-Python version, the seed and a hash of every source file.
+Deterministic for a given Python version (the stdlib and its tests are the input) and --seed, up to the tests
+whose CPU time lies at MAX_TEST_CPU_SECONDS (a rerun can put one on the other side: that changes the tasks
+whose gaps it reaches, not the whole set, as every seeded order sorts by a hash of each item); MANIFEST.json
+records the Python version, the seed and a hash of every file used. A task checks the hashes of its module
+and test module when it runs, so it runs only on a Python with exactly those files.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import builtins
-import functools
 import hashlib
-import io
 import json
+import logging
 import math
-import random
-import symtable
+import statistics
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.execution import check_program, run_program
+from benchmarks.execution import MODULE_ENTRY, MODULE_RUNTIME, check_program, run_program
+from benchmarks.tasks import Task, load_tasks
 from training.corpus import stdlib_files, stdlib_root
 
+log = logging.getLogger("benchmarks.make_tasks")
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
+KINDS = ("single-line", "multi-line")
 CONTEXT_LINES = 40  # lines of context before / after the gap, in whole definitions
 MAX_FUNCTION_LINES = 120
-MAX_DEPENDENCY_LINES = 160  # executable tasks: helpers the function calls come along
+MAX_TESTS = 8  # tests per task: enough to check the gap, few enough to run in a fraction of a second
+MAX_TEST_CPU_SECONDS = 0.5  # a test that needs more CPU than this (run alone) checks no task; CPU, not wall
+# time: on a busy machine wall time measures the queue for a core, and the set must not depend on it
+WORKERS = 2  # test programs running at once
+TEST_CPU_SECONDS = 10  # limit of one task's program (they take well under a second)
+MAPPING_CPU_SECONDS = 600  # limit of one run of every test of a module, one by one
 
-# file -> function -> argument lists (Python source) to call it with. Curated: deterministic, cheap,
-# platform-independent, every result a literal that round-trips through repr.
-EXECUTABLE = {
-    "_pydecimal.py": {
-        "_decimal_lshift_exact": ["12345, 2", "12300, -2", "12345, -2", "0, 5", "10**20, -20"],
-        "_sqrt_nearest": ["100, 1", "2, 1", "10**20, 7", "99, 3", "10**30, 10**14"],
-        "_rshift_nearest": ["100, 3", "-100, 3", "7, 1", "12, 2", "2**70 + 5, 64"],
-        "_div_nearest": ["7, 2", "-7, 2", "100, 7", "5, 10", "-15, 4"],
-        "_ilog": ["2 * 10**8, 10**8", "10**8 * 15 // 10, 10**8", "10**8 // 3, 10**8, 10", "10**12, 10**8"],
-        "_dlog10": ["2, 0, 10", "12345, -3, 12", "7, 5, 8", "10, 0, 6"],
-        "_dlog": ["2, 0, 10", "12345, -3, 12", "7, 5, 8", "1, 0, 5"],
-        "_iexp": ["10**7, 10**8", "-5 * 10**6, 10**8", "3 * 10**7, 10**8, 10", "0, 10**8"],
-        "_dexp": ["1, 0, 10", "12, -1, 12", "-23, -1, 8", "5, 1, 6"],
-        "_dpower": ["2, 0, 5, -1, 10", "3, 0, 2, 0, 8", "15, -1, -3, 0, 12", "7, 0, 1, -2, 9"],
-        "_log10_lb": ["12345", "7", "10**10", "1"],
-        "_format_sign": ["True, {'sign': '-'}", "False, {'sign': '+'}", "False, {'sign': ' '}",
-                         "False, {'sign': '-'}", "True, {'sign': ' '}"],
-        "_format_align": [
-            "'-', '123', {'minimumwidth': 8, 'fill': '*', 'align': '>', 'zeropad': False}",
-            "'', 'ab', {'minimumwidth': 6, 'fill': ' ', 'align': '^', 'zeropad': False}",
-            "'+', '7', {'minimumwidth': 4, 'fill': '0', 'align': '=', 'zeropad': False}",
-            "'', 'xyz', {'minimumwidth': 5, 'fill': '.', 'align': '<', 'zeropad': False}",
-            "'-', '5', {'minimumwidth': 3, 'fill': ' ', 'align': '^', 'zeropad': False}"],
-        "_insert_thousands_sep": [
-            "'1234567', {'thousands_sep': ',', 'grouping': [3, 0]}",
-            "'12', {'thousands_sep': ',', 'grouping': [3, 0]}, 5",
-            "'123456789', {'thousands_sep': '.', 'grouping': [3, 2, 0]}",
-            "'1234', {'thousands_sep': '', 'grouping': [3, 0]}"],
-        "_parse_format_specifier": ["''", "'>10.3f'", "'+,d'", "'*^20,.2%'", "'_x'", "'010.4e'"],
-    },
-    "glob.py": {
-        "has_magic": ["'*.py'", "'abc'", "b'a[b'", "'x?'", "b'plain'"],
-        "escape": ["'a[b]*?'", "'plain'", "b'*x'", "'[]'"],
-        "_isrecursive": ["'**'", "b'**'", "'*'"],
-    },
-    "nturl2path.py": {
-        "url2pathname": ["'///C:/foo/bar/spam.foo'", "'//host/share/dir/file.txt'", "'C|/x/y'",
-                         "'foo/bar%20baz'", "'///C|/a%20b'"],
-        "pathname2url": ["r'C:\\foo\\bar\\spam.foo'", "r'\\\\host\\share\\dir'", "r'rel\\path x'", "'C:'",
-                         "r'C:\\a b'"],
-    },
-    "re/_compiler.py": {
-        "_generate_overlap_table": ["[1, 2, 3, 1, 2, 4]", "[1, 1, 1, 1]", "[5]", "[1, 2, 1, 2, 1, 3]", "[]"],
-    },
-    "http/client.py": {
-        "_strip_ipv6_iface": ["b'[fe80::1%eth0]'", "b'example.com'", "b'[::1]'"],
-        "_encode": ["'abc'", "'caf\\xe9'", "'snow \\u2603'"],
-    },
-    "xml/dom/domreg.py": {
-        "_parse_feature_string": ["'core 2.0 xml'", "'core xml 1.0'", "''", "'2.0 core'", "'a b c'"],
-    },
-    "pickletools.py": {
-        "read_uint1": ["io.BytesIO(b'\\xff')", "io.BytesIO(b'')"],
-        "read_uint2": ["io.BytesIO(b'\\xff\\x00')", "io.BytesIO(b'\\xff\\xff')", "io.BytesIO(b'\\x01')"],
-        "read_int4": ["io.BytesIO(b'\\xff\\x00\\x00\\x00')", "io.BytesIO(b'\\x00\\x00\\x00\\x80')",
-                      "io.BytesIO(b'\\x00')"],
-        "read_stringnl": ["io.BytesIO(b\"'abcd'\\nefg\\n\")", "io.BytesIO(b'\\n')",
-                          "io.BytesIO(b'\\n'), True, False", "io.BytesIO(b\"''\\n\")", "io.BytesIO(b'\"abcd\"')",
-                          "io.BytesIO(b\"'a\\\\n\\\\x00b'\\n\")", "io.BytesIO(b\"'ab\\n\")"],
-        "read_string1": ["io.BytesIO(b'\\x00')", "io.BytesIO(b'\\x03abcdef')", "io.BytesIO(b'\\x05ab')"],
-        "read_bytes1": ["io.BytesIO(b'\\x00')", "io.BytesIO(b'\\x03abcdef')", "io.BytesIO(b'\\x05ab')"],
-        "read_unicodestringnl": ["io.BytesIO(b'abc\\\\uabcd\\njunk')", "io.BytesIO(b'abc')"],
-        "read_decimalnl_short": ["io.BytesIO(b'1234\\n56')", "io.BytesIO(b'00\\n')", "io.BytesIO(b'01\\n')",
-                                 "io.BytesIO(b'1234L\\n56')"],
-        "read_decimalnl_long": ["io.BytesIO(b'1234L\\n56')", "io.BytesIO(b'123456789012345678901234L\\n6')"],
-        "read_floatnl": ["io.BytesIO(b'-1.25\\n6')", "io.BytesIO(b'3e2\\n')"],
-        "read_long1": ["io.BytesIO(b'\\x00')", "io.BytesIO(b'\\x02\\xff\\x00')", "io.BytesIO(b'\\x02\\xff\\x7f')",
-                       "io.BytesIO(b'\\x02\\x00\\xff')", "io.BytesIO(b'\\x02\\x00\\x80')"],
-    },
+# stdlib file -> the modules of the stdlib's own test suite that exercise it. Left out: the files whose tests
+# need other processes or the network (multiprocessing/connection.py), run only on Windows (nturl2path.py),
+# or never reach the file (xml/dom/domreg.py, json's C scanner); distutils, which setuptools replaces with its
+# own copy when installed; and files without functions to cut from.
+TEST_MODULES = {
+    # held-out files: the public set
+    "_pydecimal.py": ("test.test_decimal",),
+    "asyncio/proactor_events.py": ("test.test_asyncio.test_proactor_events",),
+    "asyncio/taskgroups.py": ("test.test_asyncio.test_taskgroups",),
+    "compileall.py": ("test.test_compileall",),
+    "email/mime/text.py": ("test.test_email.test_email",),
+    "encodings/raw_unicode_escape.py": ("test.test_codecs",),
+    "encodings/undefined.py": ("test.test_codecs",),
+    "encodings/utf_7.py": ("test.test_codecs",),
+    "fractions.py": ("test.test_fractions",),
+    "glob.py": ("test.test_glob",),
+    "hmac.py": ("test.test_hmac",),
+    "http/client.py": ("test.test_httplib",),
+    "importlib/metadata/_adapters.py": ("test.test_importlib.test_metadata_api",),
+    "json/scanner.py": ("test.test_json.test_decode", "test.test_json.test_fail", "test.test_json.test_pass1"),
+    "pathlib.py": ("test.test_pathlib",),
+    "pickletools.py": ("test.test_pickletools",),
+    "re/_compiler.py": ("test.test_re",),
+    # dev files: the tuning set
+    "base64.py": ("test.test_base64",),
+    "code.py": ("test.test_code_module",),
+    "dbm/__init__.py": ("test.test_dbm",),
+    "heapq.py": ("test.test_heapq",),
+    "http/cookiejar.py": ("test.test_http_cookiejar",),
+    "importlib/metadata/_functools.py": ("test.test_importlib.test_metadata_api",),
+    "importlib/resources/readers.py": ("test.test_importlib.test_reader",),
+    "profile.py": ("test.test_profile",),
+    "wsgiref/validate.py": ("test.test_wsgiref",),
+    "xml/sax/__init__.py": ("test.test_sax",),
 }
 
 SIMPLE_STATEMENTS = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Expr, ast.Raise, ast.Assert,
@@ -148,6 +126,27 @@ class Definition:
     qualname: str
 
 
+@dataclass(frozen=True)
+class SuiteRun:
+    """One test of the stdlib's suite, run alone on the unmodified module (its gap lines marked)."""
+
+    module: str  # the test module, e.g. "test.test_fractions"
+    name: str  # "Class.test_method"
+    passed: bool  # ran, neither failed nor was skipped, and has no decorator that may skip it elsewhere
+    cpu_seconds: float
+    lines: frozenset[int]  # the candidate gap lines of the module under test that it executed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A gap with its context (prompt, middle, suffix) and the tests that check it (from one test module)."""
+
+    definition: Definition
+    gap: Gap
+    context: tuple[str, str, str]
+    tests: tuple[SuiteRun, ...]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.make_tasks", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -156,49 +155,83 @@ def main(argv: list[str] | None = None) -> int:
                         help="files to cut from: the held-out benchmark files, or the dev files for tuning")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DATA_DIR}, or its dev/ for --split dev)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--single", type=int, default=90, help="single-line tasks (default 90)")
-    parser.add_argument("--multi", type=int, default=60, help="multi-line tasks (default 60)")
-    parser.add_argument("--executable-share", type=float, default=0.3,
-                        help="share of each set with tests, as far as the curated functions allow (default 0.3)")
+    parser.add_argument("--single", type=int, default=None,
+                        help="single-line tasks (default 140; 60 for --split dev)")
+    parser.add_argument("--multi", type=int, default=None, help="multi-line tasks (default 100; 40 for --split dev)")
+    parser.add_argument("--file", action="append", dest="files", metavar="REL",
+                        help="cut only from this file of the split (relative to the stdlib, e.g. fractions.py); "
+                             "repeatable (default: every file of the split that TEST_MODULES names)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing: run every task of --out (default: the split's committed set) with "
+                             "its reference middle and with `pass`, and report the ones that do not pass / fail")
     args = parser.parse_args(argv)
-    if not 0 <= args.executable_share <= 1 or args.single < 0 or args.multi < 0:
-        parser.error("counts must be >= 0 and --executable-share in [0, 1]")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     out = args.out or (DATA_DIR / "dev" if args.split == "dev" else DATA_DIR)
-    sets = build_task_sets(args.seed, args.single, args.multi, args.executable_share, split=args.split)
+    if args.check:
+        return 0 if check_task_files(sorted(out.glob("*.jsonl"))) else 1
+    dev = args.split == "dev"
+    n_single = args.single if args.single is not None else (60 if dev else 140)
+    n_multi = args.multi if args.multi is not None else (40 if dev else 100)
+    if n_single < 0 or n_multi < 0:
+        parser.error("--single and --multi must be >= 0")
+    try:
+        sets = build_task_sets(args.seed, n_single, n_multi, split=args.split, files=args.files)
+    except ValueError as err:
+        parser.error(str(err))
     write_task_sets(sets, out, args.seed, args.split)
     for name, tasks in sets.items():
-        tested = sum("test" in t for t in tasks)
-        print(f"{out / (name + '.jsonl')}: {len(tasks)} tasks, {tested} with tests")
+        print(f"{out / (name + '.jsonl')}: {len(tasks)} tasks")
     return 0
 
 
-def build_task_sets(seed: int, n_single: int, n_multi: int, executable_share: float,
-                    validate: bool = True, split: str = "heldout") -> dict[str, list[dict]]:
+def build_task_sets(seed: int, n_single: int, n_multi: int, split: str = "heldout",
+                    files: list[str] | None = None) -> dict[str, list[dict]]:
     """{"stdlib-single-line": [...], "stdlib-multi-line": [...]}: task dicts, deterministic in `seed`.
 
-    validate=False skips running the executable tasks' tests (faster; for checks of determinism only).
-    split: "heldout" (the public set) or "dev" (the tuning set: names "stdlib-dev-...", no tests).
+    split: "heldout" (the public set) or "dev" (the tuning set: names "stdlib-dev-..."). files: only these
+    files of the split (default: all that TEST_MODULES names). Fewer tasks than asked when too few gaps pass
+    the checks (logged).
     """
-    rng = random.Random(seed)
-    definitions = list(definitions_in(split))
-    executable_names = {(rel, name) for rel, funcs in EXECUTABLE.items() for name in funcs}
+    chosen = tested_files(split, files)
+    definitions = [d for d in definitions_in(split) if d.rel in chosen]
+    gap_lines = {rel: {g.first for d in definitions if d.rel == rel for kind in KINDS for g in gaps(d, kind)}
+                 for rel in chosen}
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        runs = dict(zip(chosen, pool.map(lambda rel: map_tests(rel, gap_lines[rel]), chosen)))
     sets = {}
     for kind, count in (("single-line", n_single), ("multi-line", n_multi)):
-        n_exec = round(count * executable_share)
-        tested = executable_tasks(definitions, kind, n_exec, rng, validate)
-        plain_pool = [(d, g) for d in definitions if (d.rel, d.qualname) not in executable_names
-                      for g in gaps(d, kind)]
-        plain = [_plain_task(d, g) for d, g in _spread(plain_pool, count - len(tested), rng)]
+        pool = [c for d in definitions for g in gaps(d, kind) if (c := candidate(d, g, runs[d.rel], seed))]
+        tasks = select_checked(spread_order(pool, seed), count)
+        if len(tasks) < count:
+            log.warning("%s: only %d of %d tasks: too few gaps whose tests check them, at most a quarter "
+                        "of them from one file", kind, len(tasks), count)
         name = f"stdlib-dev-{kind}" if split == "dev" else f"stdlib-{kind}"
-        sets[name] = mixed_order(tested + [t for t in plain if t is not None], seed)
+        sets[name] = mixed_order(tasks, seed)
     return sets
 
 
+def tested_files(split: str, files: list[str] | None = None) -> list[str]:
+    """The files of `split` that TEST_MODULES names (all, or those of `files`; ValueError for any other)."""
+    available = {p.relative_to(stdlib_root()).as_posix() for p in stdlib_files(split)}
+    tested = sorted(available & set(TEST_MODULES))
+    if files is None:
+        return tested
+    wrong = sorted(set(files) - set(tested))
+    if wrong:
+        raise ValueError(f"not a {split} file with tests: {', '.join(wrong)} (choose from {', '.join(tested)})")
+    return sorted(set(files))
+
+
 def mixed_order(tasks: list[dict], seed: int) -> list[dict]:
-    """Tasks in a seeded random order (from sorted ids), so `--limit N` takes a representative N."""
-    ordered = sorted(tasks, key=lambda t: t["task_id"])
-    random.Random(seed).shuffle(ordered)
-    return ordered
+    """Tasks in a seeded random order (by a hash of their ids), so `--limit N` takes a representative N."""
+    return sorted(tasks, key=lambda t: _rank(seed, t["task_id"]))
+
+
+def _rank(seed: int, key: str) -> str:
+    """A seeded pseudo-random sort key of one item. Sorting by it, unlike shuffling the whole list, leaves the
+    other items' order alone when one item comes or goes (a test near the CPU limit that falls on the other
+    side of it on a rerun changes the tasks that it reaches, not the whole set)."""
+    return hashlib.sha256(f"{seed}/{key}".encode()).hexdigest()
 
 
 def definitions_in(split: str = "heldout"):
@@ -288,8 +321,9 @@ def _split(d: Definition, gap: Gap, before: str, after_lines: list[str]) -> tupl
     return before + indent, middle, "\n" + "".join(after_lines)
 
 
-def _plain_task(d: Definition, gap: Gap) -> dict | None:
-    """A task with the function and its neighbours (whole definitions, about CONTEXT_LINES each side)."""
+def _context(d: Definition, gap: Gap) -> tuple[str, str, str] | None:
+    """(prompt, middle, suffix): the function and its neighbours (whole definitions, about CONTEXT_LINES each
+    side), or None if that is not valid Python."""
     index = next(i for i, s in enumerate(d.siblings) if s is d.node)
     start = _start(d.node)
     for sibling in reversed(d.siblings[:index]):
@@ -303,171 +337,255 @@ def _plain_task(d: Definition, gap: Gap) -> dict | None:
         end = sibling.end_lineno
     before = d.header + "".join(d.lines[start - 1:gap.first - 1])
     prompt, middle, suffix = _split(d, gap, before, d.lines[gap.last:end])
-    if not _compiles(prompt + middle + suffix):
+    return (prompt, middle, suffix) if _compiles(prompt + middle + suffix) else None
+
+
+# --- the tests that check a gap -------------------------------------------------------------------------
+
+# Runs every test of a module's test modules alone, on the unmodified module, recording which candidate gap
+# lines each one executes; writes [[test module, "Class.test", passed, guarded, CPU seconds, [lines]], ...] as
+# JSON. The module is compiled with `__codila_hits__.add(LINE)` before each statement that starts a candidate
+# gap (same line numbers; a line tracer would slow big suites down tenfold). guarded: the test method or a
+# class of the test module it belongs to has a decorator that can skip it elsewhere (a platform, a resource,
+# a build option): such a test may check nothing on another machine.
+_MAPPING_PROGRAM = MODULE_RUNTIME + r'''
+import ast, inspect, json, os, re, time, unittest
+
+_GUARD = re.compile(r"skip|requires|platform|cpython_only|bigmem|impl_detail", re.IGNORECASE)
+_HITS = set()
+
+
+class _Instrumented(_Source):
+    def __init__(self, name, path, source, lines):
+        super().__init__(name, path, source)
+        self.lines = lines
+
+    def exec_module(self, module):
+        tree = ast.parse(self.source)
+        for node in ast.walk(tree):
+            for field in ("body", "orelse", "finalbody"):
+                body = getattr(node, field, None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                    setattr(node, field, self._marked(body))
+        module.__file__, module.__codila_hits__ = self.path, _HITS
+        exec(compile(ast.fix_missing_locations(tree), self.path, "exec"), module.__dict__)
+
+    def _marked(self, body):
+        out = []
+        for stmt in body:
+            if stmt.lineno in self.lines:
+                mark = ast.parse(f"__codila_hits__.add({stmt.lineno})").body[0]
+                out.append(ast.copy_location(mark, stmt))
+            out.append(stmt)
+        return out
+
+
+def _decorators(obj):
+    try:
+        lines, _ = inspect.getsourcelines(obj)
+    except (OSError, TypeError):
+        return ""
+    text = []
+    for line in lines:
+        if line.lstrip().startswith(("def ", "async def ", "class ")):
+            break
+        text.append(line)
+    return "".join(text)
+
+
+def _guarded(case, method, test_name):
+    owners = [getattr(case, method)] + [c for c in case.__mro__ if c.__module__ == test_name]
+    return any(_GUARD.search(_decorators(owner)) for owner in owners)
+
+
+def map_tests(name, file, sha256, test_modules, gap_lines, out):
+    out = os.path.abspath(out)  # tests may change the working directory
+    path, source = _stdlib_file(file, sha256, "module")
+    sys.meta_path.insert(0, _Instrumented(name, path, source, set(gap_lines)))
+    sys.modules.pop(name, None)
+    _importlib.import_module(name)
+    report = []
+    for test_name, test_file, test_sha256 in test_modules:
+        tests = import_tests(test_name, test_file, test_sha256)
+        for attribute, case in sorted(vars(tests).items()):
+            if not (isinstance(case, type) and issubclass(case, unittest.TestCase)
+                    and case.__module__ == test_name and case.__name__ == attribute):
+                continue
+            for method in unittest.TestLoader().getTestCaseNames(case):
+                _HITS.clear()
+                result = unittest.TestResult()
+                started = time.process_time()
+                unittest.TestSuite([case(method)]).run(result)
+                seconds = time.process_time() - started
+                passed = result.testsRun == 1 and result.wasSuccessful() and not (
+                    result.skipped or result.expectedFailures)
+                report.append([test_name, f"{attribute}.{method}", passed, _guarded(case, method, test_name),
+                               seconds, sorted(_HITS)])
+    with open(out, "w") as f:
+        json.dump(report, f)
+'''
+
+
+def map_tests(rel: str, gap_lines: set[int]) -> list[SuiteRun]:
+    """Every test of `rel`'s test modules, run alone in the benchmark's sandbox on the unmodified module."""
+    modules = [(name, test_module_file(name), sha256_of(test_module_file(name))) for name in TEST_MODULES[rel]]
+    program = _MAPPING_PROGRAM + (f"map_tests({module_name(rel)!r}, {rel!r}, {sha256_of(rel)!r}, {modules!r}, "
+                                  f"{sorted(gap_lines)!r}, 'tests.json')\n")
+    result = run_program(program, timeout_s=MAPPING_CPU_SECONDS, memory_mb=2048, output_file="tests.json")
+    if not result.output:
+        log.warning("%s: running its tests failed (%s): no tasks from it", rel, result.detail)
+        return []
+    runs = [SuiteRun(module, name, passed and not guarded, seconds, frozenset(lines))
+            for module, name, passed, guarded, seconds, lines in json.loads(result.output)]
+    log.info("%s: %d of %d tests pass alone in the sandbox and have no skip conditions (%.1f CPU s)", rel,
+             sum(r.passed for r in runs), len(runs), sum(r.cpu_seconds for r in runs))
+    return runs
+
+
+def candidate(d: Definition, gap: Gap, runs: list[SuiteRun], seed: int) -> Candidate | None:
+    """The gap with up to MAX_TESTS fast passing tests that execute its first line, from the test module that
+    has most of them (a seeded choice), or None if no test reaches it or its context is not valid Python."""
+    covering = [r for r in runs if r.passed and r.cpu_seconds <= MAX_TEST_CPU_SECONDS and gap.first in r.lines]
+    context = _context(d, gap)
+    if not covering or context is None:
         return None
-    return _record(d, gap, prompt, middle, suffix)
+    counts = Counter(r.module for r in covering)
+    module = min(counts, key=lambda m: (-counts[m], m))
+    tests = [r for r in covering if r.module == module]
+    chosen = sorted(tests, key=lambda r: _rank(seed, f"{d.rel}/{gap}/{r.name}"))[:MAX_TESTS]
+    return Candidate(d, gap, context, tuple(r for r in tests if r in chosen))
 
 
-def _record(d: Definition, gap: Gap, prompt: str, middle: str, suffix: str, **extra) -> dict:
+def spread_order(pool: list[Candidate], seed: int) -> list[Candidate]:
+    """The candidates in a seeded order that visits every function once before any function twice."""
+    def key(c: Candidate) -> str:
+        return _rank(seed, f"{c.definition.rel}/{c.definition.qualname}/{c.gap}")
+
+    order = sorted(pool, key=key)
+    seen: Counter = Counter()
+    ranked = []
+    for c in order:
+        function = (c.definition.rel, c.definition.qualname)
+        ranked.append((seen[function], key(c), c))
+        seen[function] += 1
+    return [c for _, _, c in sorted(ranked, key=lambda r: r[:2])]
+
+
+def select_checked(order: list[Candidate], count: int) -> list[dict]:
+    """The first `count` candidates of `order` whose tests check their gap, at most a quarter from one file."""
+    per_file = max(1, math.ceil(count / 4))
+    accepted: list[dict] = []
+    files: Counter = Counter()
+    rejected: Counter = Counter()
+    position = 0
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        while len(accepted) < count and position < len(order):
+            batch: list[dict] = []
+            pending = Counter(files)
+            while position < len(order) and len(batch) < count - len(accepted):
+                c = order[position]
+                position += 1
+                if pending[c.definition.rel] < per_file:
+                    pending[c.definition.rel] += 1
+                    batch.append(module_task(c))
+            for task, check in zip(batch, pool.map(check_task, batch)):
+                if not check.ok:
+                    log.debug("%s: %s", task["task_id"], check.why)
+                    rejected[check.why.split(":")[0]] += 1
+                else:  # the batch kept each file within its share
+                    accepted.append(task)
+                    files[_file_of(task)] += 1
+    log.info("%d tasks; gaps rejected: %s", len(accepted),
+             ", ".join(f"{n} {why}" for why, n in sorted(rejected.items())) or "none")
+    return accepted
+
+
+def module_task(c: Candidate) -> dict:
+    """The task record of a candidate: the editor's context, the reference middle and the tests."""
+    d, gap = c.definition, c.gap
+    prompt, middle, suffix = c.context
+    test_name = c.tests[0].module
+    test_rel = test_module_file(test_name)
+    names = "".join(f"        {r.name!r},\n" for r in c.tests)
+    test = (f"install_module({module_name(d.rel)!r}, {d.rel!r}, {sha256_of(d.rel)!r}, {gap.first}, {gap.last})\n"
+            f"tests = import_tests({test_name!r}, {test_rel!r}, {sha256_of(test_rel)!r})\n"
+            f"\n\ndef check(candidate):\n    run_tests(tests, [\n{names}    ])\n")
     span = f"L{gap.first}" if gap.first == gap.last else f"L{gap.first}-{gap.last}"
     return {"task_id": f"stdlib/{gap.kind}/{d.rel}/{d.qualname}/{span}", "prompt": prompt, "suffix": suffix,
-            "canonical_solution": middle, **extra, "language": "python", "source": f"{d.rel}:{gap.first}"}
+            "canonical_solution": middle, "test": test, "entry_point": MODULE_ENTRY + module_name(d.rel),
+            "language": "python", "source": f"{d.rel}:{gap.first}"}
 
 
-def _spread(pool: list, count: int, rng: random.Random) -> list:
-    """`count` items sampled from (definition, gap) pairs, at most one per function while that suffices,
-    and at most a quarter of them from any one file."""
-    order = pool[:]
-    rng.shuffle(order)
-    per_file = max(1, math.ceil(count / 4))
-    chosen, used_functions, files = [], set(), {}
-    for one_per_function in (True, False):
-        for d, gap in order:
-            if len(chosen) >= count:
-                return chosen
-            key = (d.rel, d.qualname)
-            if (one_per_function and key in used_functions) or files.get(d.rel, 0) >= per_file or \
-                    any(gap == g and d.rel == e.rel for e, g in chosen):
-                continue
-            chosen.append((d, gap))
-            used_functions.add(key)
-            files[d.rel] = files.get(d.rel, 0) + 1
-    return chosen
+@dataclass(frozen=True)
+class TaskCheck:
+    """Whether a task's tests check its gap; the time of one run of them with the reference middle (the
+    faster of two), wall and CPU."""
+
+    ok: bool
+    why: str  # "" when ok
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
-# --- executable tasks ---------------------------------------------------------------------------------
+def check_task(task: dict | Task) -> TaskCheck:
+    """The task's tests pass with its reference middle, twice, and fail with `pass` in its place."""
+    t = task if isinstance(task, Task) else Task(task["task_id"], task["prompt"], task["suffix"],
+                                                 task["canonical_solution"], task["test"], task["entry_point"])
+
+    def run(middle: str):
+        return run_program(check_program(t.prompt, middle, t.suffix, t.test, t.entry_point),
+                           timeout_s=TEST_CPU_SECONDS)
+
+    reference = run(t.canonical_solution)
+    if not reference.passed:
+        return TaskCheck(False, f"fails with its reference: {reference.detail}")
+    if run("pass").passed:
+        return TaskCheck(False, "passes with `pass` in place of the middle")
+    again = run(t.canonical_solution)
+    if not again.passed:
+        return TaskCheck(False, f"fails with its reference the second time: {again.detail}")
+    faster = min(reference, again, key=lambda r: r.seconds)
+    return TaskCheck(True, "", faster.seconds, faster.cpu_seconds)
 
 
-def executable_tasks(definitions: list[Definition], kind: str, count: int, rng: random.Random,
-                     validate: bool) -> list[dict]:
-    """Up to `count` tasks with tests, spread over the curated functions; each gap checked by its tests."""
-    candidates = []  # (definition, gap, program pieces) in a seeded order, round-robin over functions
-    per_function = []
-    for d in definitions:
-        calls = EXECUTABLE.get(d.rel, {}).get(d.qualname)
-        if calls is None:
-            continue
-        setup = _executable_setup(d, calls)
-        if setup is None:
-            continue
-        function_gaps = gaps(d, kind)
-        rng.shuffle(function_gaps)
-        per_function.append([(d, g, setup) for g in function_gaps])
-    while any(per_function):
-        for queue in per_function:
-            if queue:
-                candidates.append(queue.pop(0))
-    candidates = candidates[:count * 3]  # enough spares for gaps the tests cannot see
-    tasks = [_executable_task(d, g, setup) for d, g, setup in candidates]
-    if validate:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            keep = list(pool.map(_tests_see_gap, tasks))
-        tasks = [t for t, ok in zip(tasks, keep) if ok]
-    return tasks[:count]
+def check_task_files(paths: list[Path]) -> bool:
+    """Run every task of `paths` through check_task; log what fails and how long one test run takes."""
+    tasks = [t for t in load_tasks(paths) if t.executable] if paths else []
+    if not tasks:
+        log.error("no tasks with tests in %s", ", ".join(map(str, paths)) or "an empty folder")
+        return False
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        checks = list(pool.map(check_task, tasks))
+    for task, check in zip(tasks, checks):
+        if not check.ok:
+            log.error("%s: %s", task.task_id, check.why)
+    good = [c for c in checks if c.ok]
+    if good:
+        wall, cpu = [c.seconds for c in good], [c.cpu_seconds for c in good]
+        log.info("%d of %d tasks pass with their reference and fail with `pass`; one run of a task's tests: "
+                 "median %.2f s wall, %.2f s CPU; all %d tasks once: %.0f s wall, %.0f s CPU", len(good),
+                 len(tasks), statistics.median(wall), statistics.median(cpu), len(good), sum(wall), sum(cpu))
+    return len(good) == len(tasks)
 
 
-def _executable_setup(d: Definition, calls: list[str]) -> tuple[str, str] | None:
-    """(dependencies source, test source) for a curated function, or None if it is not self-contained."""
-    deps = dependency_source(d)
-    if deps is None:
-        return None
-    function = "".join(d.lines[_start(d.node) - 1:d.node.end_lineno])
-    namespace: dict = {"__name__": "make_tasks_reference"}
-    exec(compile(deps + function, f"<{d.rel}>", "exec"), namespace)  # trusted stdlib code, curated inputs
-    checks = []
-    for args in calls:
-        arguments = f"candidate({args})"
-        try:
-            value = eval(f"{d.node.name}({args})", {**namespace, "io": io})
-        except Exception as err:  # the function's documented error for this input
-            name = type(err).__name__
-            if getattr(builtins, name, None) is not type(err):
-                raise ValueError(f"{d.rel}:{d.qualname}({args}) raised a non-builtin {name}") from None
-            checks.append(f"    try:\n        {arguments}\n    except {name}:\n        pass\n"
-                          f"    else:\n        raise AssertionError({arguments!r} + ' should raise {name}')\n")
-            continue
-        literal = repr(value)
-        if eval(literal, {}) != value:
-            raise ValueError(f"{d.rel}:{d.qualname}({args}) returned {literal}, which is not a literal")
-        checks.append(f"    assert {arguments} == {literal}, {arguments!r}\n")
-    test = "def check(candidate):\n    import io\n" + "".join(checks)
-    return deps, test
+def _file_of(task: dict) -> str:
+    return task["source"].rsplit(":", 1)[0]
 
 
-def _executable_task(d: Definition, gap: Gap, setup: tuple[str, str]) -> dict:
-    deps, test = setup
-    before = deps + "".join(d.lines[_start(d.node) - 1:gap.first - 1])
-    prompt, middle, suffix = _split(d, gap, before, d.lines[gap.last:d.node.end_lineno])
-    return _record(d, gap, prompt, middle, suffix, test=test, entry_point=d.node.name)
+def module_name(rel: str) -> str:
+    """fractions.py -> fractions; asyncio/taskgroups.py -> asyncio.taskgroups; xml/sax/__init__.py -> xml.sax."""
+    parts = rel.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _tests_see_gap(task: dict) -> bool:
-    """The tests pass with the real middle and fail with `pass` in its place."""
-    def run(middle: str) -> bool:
-        program = check_program(task["prompt"], middle, task["suffix"], task["test"], task["entry_point"])
-        return run_program(program, timeout_s=10).passed
-
-    return run(task["canonical_solution"]) and not run("pass")
+def test_module_file(name: str) -> str:
+    """The file of a test module, relative to the stdlib root (a module or a package's __init__.py)."""
+    rel = name.replace(".", "/")
+    return f"{rel}.py" if (stdlib_root() / f"{rel}.py").is_file() else f"{rel}/__init__.py"
 
 
-def dependency_source(d: Definition) -> str | None:
-    """Source of the module-level statements a function needs (transitively), in file order, or None if
-    that needs a relative import or is longer than MAX_DEPENDENCY_LINES."""
-    statements = [(s, bound) for s, bound in _module_statements(d.rel, "".join(d.lines))
-                  if not (isinstance(s, ast.FunctionDef) and s.name == d.node.name)]
-    needed = _names_used(d.node)
-    chosen: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for i, (stmt, bound) in enumerate(statements):
-            if i not in chosen and bound & needed:
-                chosen.add(i)
-                needed |= _names_used(stmt)
-                changed = True
-    picked = [statements[i][0] for i in sorted(chosen)]
-    if any(isinstance(s, ast.ImportFrom) and s.level for s in picked):
-        return None
-    text = "".join("".join(d.lines[_start(s) - 1:s.end_lineno]) + "\n" for s in picked)
-    if text.count("\n") > MAX_DEPENDENCY_LINES:
-        return None
-    return text + ("\n" if text else "")
-
-
-@functools.cache
-def _module_statements(rel: str, source: str) -> list[tuple[ast.stmt, frozenset[str]]]:
-    """Top-level statements of a module with the names each binds (computed once per file)."""
-    return [(stmt, frozenset(_names_bound(stmt))) for stmt in ast.parse(source).body]
-
-
-def _names_used(node: ast.stmt) -> set[str]:
-    """Global names a top-level statement reads (its functions' locals and parameters excluded)."""
-    table = symtable.symtable(ast.unparse(node), "<statement>", "exec")
-    names, stack = set(), [table]
-    while stack:
-        scope = stack.pop()
-        stack += scope.get_children()
-        for symbol in scope.get_symbols():
-            if not symbol.is_referenced():
-                continue
-            if scope.get_type() == "module" or symbol.is_global() or \
-                    (scope.get_type() == "class" and not symbol.is_local()):
-                names.add(symbol.get_name())
-    return names - set(dir(builtins))
-
-
-def _names_bound(stmt: ast.stmt) -> set[str]:
-    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {stmt.name}
-    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
-    bound = set()
-    for node in ast.walk(stmt):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            bound.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    return bound
+def sha256_of(rel: str) -> str:
+    return hashlib.sha256((stdlib_root() / rel).read_bytes()).hexdigest()
 
 
 def _compiles(source: str) -> bool:
@@ -479,14 +597,14 @@ def _compiles(source: str) -> bool:
 
 
 def write_task_sets(sets: dict[str, list[dict]], out: Path, seed: int, split: str = "heldout") -> None:
-    """One .jsonl per set plus MANIFEST.json (Python version, seed, source file hashes)."""
+    """One .jsonl per set plus MANIFEST.json (Python version, seed, hashes of the modules and test modules)."""
     out.mkdir(parents=True, exist_ok=True)
     for name, tasks in sets.items():
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for task in tasks:
                 f.write(json.dumps(task, ensure_ascii=False) + "\n")
-    root = stdlib_root()
-    sources = sorted({t["source"].split(":")[0] for tasks in sets.values() for t in tasks})
+    sources = sorted({_file_of(t) for tasks in sets.values() for t in tasks})
+    tests = sorted({test_module_file(m) for rel in sources for m in TEST_MODULES[rel]})
     manifest = {
         "generator": "python -m benchmarks.make_tasks" + (" --split dev" if split == "dev" else ""),
         "split": split,
@@ -494,10 +612,11 @@ def write_task_sets(sets: dict[str, list[dict]], out: Path, seed: int, split: st
         "seed": seed,
         "sets": {name: {"tasks": len(tasks), "with_tests": sum("test" in t for t in tasks)}
                  for name, tasks in sets.items()},
-        "sources": {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in sources},
+        "sources": {rel: sha256_of(rel) for rel in sources},
+        "tests": {rel: sha256_of(rel) for rel in tests},
     }
     if split == "dev":  # the split hashes absolute paths (training.data.split_validation): record it
-        manifest["dev_files"] = [p.relative_to(root).as_posix() for p in stdlib_files("dev")]
+        manifest["dev_files"] = [p.relative_to(stdlib_root()).as_posix() for p in stdlib_files("dev")]
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 

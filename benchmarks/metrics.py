@@ -1,5 +1,8 @@
 """What the benchmark measures, per task and per decoder.
 
+The headline columns are pass@1 (over the tasks with tests) and exact match (over all tasks): what a user
+gets. syntax_ok and the rest explain them (a junk model that writes `return None` everywhere parses).
+
 Per task: syntax_ok (the middle is not empty and the whole program prompt + middle + suffix parses:
 tree-sitter, plus Python's own compiler for Python; an empty middle would pass, as removing a whole statement
 usually leaves valid code), exact_match (the middle equals the reference line by line, trailing whitespace and
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 import numpy
 
 from verify import syntax_ok as _syntax_ok
+
+HEADLINE = ("pass_at_1", "exact_match")  # the first columns of the table and of each --json result row
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(decoder: str, samples: list[Sample]) -> dict:
-    """The result row of one decoder (keys as in the --json output)."""
+    """The result row of one decoder (keys as in the --json output): the headline first, each with the number
+    of tasks it is computed over (pass_at_1: n_tested, the tasks with tests; exact_match and the rest: n)."""
     mine = [s for s in samples if s.decoder == decoder]
     n = len(mine)
     tested = [s for s in mine if s.passed is not None]
@@ -95,13 +101,13 @@ def summarize(decoder: str, samples: list[Sample]) -> dict:
     seconds = sum(latencies) / 1000.0
     return {
         "decoder": decoder,
-        "n": n,
-        "syntax_ok": _share(s.syntax_ok for s in mine),
-        "exact_match": _share(s.exact_match for s in mine),
-        "similarity": statistics.fmean(s.similarity for s in mine) if mine else None,
-        "top_middle_share": _top_share([s.middle for s in mine]),
         "pass_at_1": _share(s.passed for s in tested) if tested else None,
         "n_tested": len(tested),
+        "exact_match": _share(s.exact_match for s in mine),
+        "n": n,
+        "syntax_ok": _share(s.syntax_ok for s in mine),
+        "similarity": statistics.fmean(s.similarity for s in mine) if mine else None,
+        "top_middle_share": _top_share([s.middle for s in mine]),
         "nfe_per_token": sum(s.dlm_forwards for s in mine) / committed if committed else None,
         "tokens_per_second": sum(s.tokens for s in mine) / seconds if seconds else None,
         "mean_latency_ms": statistics.fmean(latencies) if latencies else None,

@@ -3,9 +3,12 @@
     {"task_id": "...", "prompt": <text before the gap>, "suffix": <text after it>,
      "canonical_solution": <the true middle>, "test": <defines check(candidate)>, "entry_point": <name>}
 
-`test` and `entry_point` are optional (together). Our own files add "language" (default "python") and
-"source" (where the task was cut from); other extra fields are kept and ignored. Files may be gzipped
-(`.jsonl.gz`, as openai ships them).
+`test` and `entry_point` are optional (together). The program that runs is prompt + middle + suffix + test +
+`check(entry_point)`; an entry_point `module:NAME` (our task sets) instead runs the standard library's module
+NAME with the middle in place of the gap under its own tests (benchmarks/execution.py), so prompt and suffix
+need only be the editor's context. Our own files add "language" (default "python") and "source" (where the
+task was cut from); other extra fields are kept and ignored. Files may be gzipped (`.jsonl.gz`, as openai
+ships them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.execution import MODULE_ENTRY
 from verify import LANGUAGES
 
 REQUIRED = ("task_id", "prompt", "suffix", "canonical_solution")
@@ -89,5 +93,14 @@ def _task(record: object, where: str, file: str) -> Task:
         raise ValueError(f"{where}: language {language!r} is not one of {', '.join(LANGUAGES)}")
     if test is not None and language != "python":
         raise ValueError(f"{where}: tests can only be run for python tasks")
+    if entry_point is not None and not _is_entry_point(entry_point):
+        raise ValueError(f"{where}: entry_point {entry_point!r} is neither a Python name nor "
+                         f"{MODULE_ENTRY}MODULE.NAME")
     return Task(record["task_id"], record["prompt"], record["suffix"], record["canonical_solution"], test,
                 entry_point, language, file)
+
+
+def _is_entry_point(text: str) -> bool:
+    if text.startswith(MODULE_ENTRY):
+        return all(part.isidentifier() for part in text.removeprefix(MODULE_ENTRY).split("."))
+    return text.isidentifier()

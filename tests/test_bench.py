@@ -6,7 +6,8 @@ import json
 import pytest
 
 from benchmarks.harness import Length
-from benchmarks.metrics import Sample, exact_match, percentile, program_syntax_ok, similarity, summarize
+from benchmarks.infill import format_table
+from benchmarks.metrics import HEADLINE, Sample, exact_match, percentile, program_syntax_ok, similarity, summarize
 from benchmarks.plot import pareto_front, pareto_plot
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
@@ -142,10 +143,22 @@ def test_duplicate_task_ids_and_empty_files_are_refused(tmp_path):
         load_tasks([tmp_path / "missing.jsonl"])
 
 
+def test_entry_points_are_names_or_modules(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    for entry_point, ok in [("return1", True), ("module:fractions", True), ("module:asyncio.taskgroups", True),
+                            ("module:", False), ("module:a..b", False), ("print(1); f", False)]:
+        path.write_text(json.dumps(OPENAI_EXAMPLE | {"entry_point": entry_point}) + "\n")
+        if ok:
+            assert load_tasks([path])[0].entry_point == entry_point
+        else:
+            with pytest.raises(ValueError, match="entry_point"):
+                load_tasks([path])
+
+
 def test_public_task_sets_load_and_their_references_are_valid_python():
     tasks = load_tasks(["benchmarks/data/stdlib-single-line.jsonl", "benchmarks/data/stdlib-multi-line.jsonl"])
-    assert len(tasks) >= 100
-    assert any(t.executable for t in tasks)
+    assert len(tasks) >= 200
+    assert all(t.executable for t in tasks)  # pass@1 is over every task of the public set
     for task in tasks:
         assert program_syntax_ok(task.prompt, task.canonical_solution, task.suffix, "python"), task.task_id
         assert task.canonical_solution.strip(), task.task_id
@@ -214,6 +227,43 @@ def test_summary_aggregates_over_tasks_not_means_of_ratios():
     assert summarize("d", short)["fill"] == pytest.approx(0.6)  # a middle that ends early fills less
     assert summarize("d", [_sample(middle="x = 1"), _sample(middle=" ")])["empty"] == 0.5
     assert summarize("d", [_sample()])["pass_at_1"] is None  # no tests anywhere: null, not 0
+
+
+def test_the_headline_leads_each_result_row():
+    row = summarize("d", [_sample(passed=True, exact_match=True), _sample()])
+    assert list(row)[:5] == ["decoder", "pass_at_1", "n_tested", "exact_match", "n"]
+    assert HEADLINE == ("pass_at_1", "exact_match")
+    assert (row["pass_at_1"], row["n_tested"], row["exact_match"], row["n"]) == (1.0, 1, 0.5, 2)
+
+
+def _report(*rows):
+    return {"results": [summarize(name, samples) for name, samples in rows]}
+
+
+def test_the_table_leads_with_the_headline_and_says_over_how_many_tasks():
+    tasks = [_sample(decoder="a", passed=True, exact_match=True, syntax_ok=True),
+             _sample(decoder="a", passed=False), _sample(decoder="a")]
+    lines = format_table(_report(("a", tasks), ("b", [s.__class__(**{**s.__dict__, "decoder": "b"})
+                                                       for s in tasks]))).splitlines()
+    header = lines[0].split("  ")
+    assert [cell.strip() for cell in header if cell.strip()][:4] == ["decoder", "pass@1 of 2", "exact of 3",
+                                                                     "syntax_ok"]
+    assert lines[2].split()[:3] == ["a", "50.0%", "33.3%"]
+    assert lines[-1] == ("pass@1: share of the 2 tasks with tests whose tests pass; exact and every other "
+                         "column: over all 3 tasks")
+
+
+def test_the_table_names_each_rows_counts_when_rows_differ_and_says_when_nothing_has_tests():
+    lines = format_table(_report(("a", [_sample(decoder="a", passed=True)]),
+                                 ("b", [_sample(decoder="b", passed=True), _sample(decoder="b", passed=False),
+                                        _sample(decoder="b")]))).splitlines()
+    assert lines[0].split()[:3] == ["decoder", "pass@1", "exact"]
+    assert lines[2].split()[:7] == ["a", "100.0%", "of", "1", "0.0%", "of", "1"]
+    assert lines[3].split()[:7] == ["b", "50.0%", "of", "2", "0.0%", "of", "3"]
+    assert "over all tasks" in lines[-1]
+    untested = format_table(_report(("a", [_sample(decoder="a")]))).splitlines()
+    assert untested[0].split()[:3] == ["decoder", "pass@1", "exact"] and untested[2].split()[1] == "-"
+    assert untested[-1] == "pass@1: no task has tests; exact and every other column: over all 1 tasks"
 
 
 def test_similarity_gives_partial_credit_and_ignores_layout_noise():
