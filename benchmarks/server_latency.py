@@ -19,8 +19,8 @@ benchmark harness runs for `preset:` decoders. Reports p50/p95 of
   tidy, syntax check, logging), from the server's own per-request records (codila/debugStats);
 - transport: end-to-end minus the server's own total (JSON-RPC encoding, pipes);
 - the decoder's share: DLM, AR and verify milliseconds, forward passes and tokens per step.
-The first request (warm-up) is not counted. Also the server process's resident memory (now and peak, Linux) with the model
-loaded, after the requests.
+The first request (warm-up) is not counted. Also the server process's resident memory (now and peak, Linux)
+with the model loaded, after the requests.
 """
 
 from __future__ import annotations

@@ -149,11 +149,13 @@ class ArSpec:
     model: str | None = None
     max_new_tokens: int = ServerSettings.max_new_tokens
     context_tokens: int = ServerSettings.context_tokens
+    token_healing: bool = True
     uses_length = False
 
     def describe(self) -> dict[str, Any]:
         return {"method": "ar", "model": self.model or "the executor's base", "decoding": "greedy",
-                "token_healing": True, "max_new_tokens": self.max_new_tokens, "context_tokens": self.context_tokens}
+                "token_healing": self.token_healing, "max_new_tokens": self.max_new_tokens,
+                "context_tokens": self.context_tokens}
 
     def infill(self, models: Any, task: Task, max_new_tokens: int, max_context: int) -> Middle:
         """Up to self.max_new_tokens, from the last context_tokens prefix tokens (the suffix only says where to
@@ -164,7 +166,7 @@ class ArSpec:
         model, tokenizer = load_plain_ar(self.model or ar.model.name_or_path, ar.device, ar.model.dtype)
         started = time.perf_counter()
         result = complete(model, tokenizer, task.prompt, task.suffix, self.max_new_tokens,
-                          max_prefix_tokens=self.context_tokens)
+                          max_prefix_tokens=self.context_tokens, token_healing=self.token_healing)
         return Middle(result.text, result.stats.as_dict(), self.max_new_tokens,
                       (time.perf_counter() - started) * 1000)
 
@@ -212,13 +214,23 @@ def _ar_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> ArSp
     for item in filter(None, (part.strip() for part in arguments.split(","))):
         key, eq, value = (part.strip() for part in item.partition("="))
         if key not in AR_KEYS or not eq or not value or key in values:
-            raise ValueError(f"ar takes model=PATH (default: the executor's base), max_new_tokens=N and "
-                             f"context_tokens=N (default: the editor's), each once; got {item!r}")
-        values[key] = value if key == "model" else _positive_int(key, value)
+            raise ValueError(f"ar takes model=PATH (default: the executor's base), max_new_tokens=N, "
+                             f"context_tokens=N (default: the editor's) and token_healing=BOOL, each once; "
+                             f"got {item!r}")
+        if key == "model":
+            values[key] = value
+        else:
+            values[key] = _bool(key, value) if key == "token_healing" else _positive_int(key, value)
     return ArSpec(spec, **values)
 
 
-AR_KEYS = ("model", "max_new_tokens", "context_tokens")
+AR_KEYS = ("model", "max_new_tokens", "context_tokens", "token_healing")
+
+
+def _bool(key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(f"ar: {key} must be true or false; got {value!r}")
+    return value.lower() == "true"
 
 
 def _positive_int(key: str, value: str) -> int:

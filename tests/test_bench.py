@@ -59,6 +59,7 @@ def test_an_ar_spec_names_the_plain_baseline_and_its_model():
     assert (plain.max_new_tokens, plain.context_tokens) == (ServerSettings().max_new_tokens, ServerSettings().context_tokens)
     assert parse_spec("ar:model=base:smollm2-135m").model == "base:smollm2-135m"
     assert parse_spec("ar:max_new_tokens=16,context_tokens=256").max_new_tokens == 16
+    assert plain.token_healing and not parse_spec("ar:token_healing=false").token_healing
 
 
 def test_spec_settings_go_on_top_of_the_harness_base_config():
@@ -71,6 +72,7 @@ def test_spec_settings_go_on_top_of_the_harness_base_config():
     ("ar:k=1", "ar takes model=PATH"),
     ("ar:max_new_tokens=0", "max_new_tokens must be a positive integer"),
     ("ar:model=a,model=b", "each once"),
+    ("ar:token_healing=maybe", "token_healing must be true or false"),
     ("dlm:q=1", "unknown key 'q'; valid keys: k, conf, b, budget_ms, kv, block_size"),
     ("dlm:k=two", "tokens_per_step='two' is not a valid integer"),
     ("dlm:k", "'k' is not KEY=VALUE"),

@@ -20,8 +20,8 @@ RNG, counters; loaded with weights_only) and `export/`, a loadable model folder 
 the base, or the full model in bfloat16), both atomically. Re-running the same command continues where the
 last checkpoint left off, for `--max-minutes` more. The learning rate is constant after warmup so a run can
 go on over several sessions. `metrics.jsonl` gets the training curve and fixed-mask validation accuracy.
-Sources: the training split of the standard library (`--no-stdlib` leaves it out), plus `--extra-source` folders (permissively licensed
-Python the install already has); the benchmark's held-out files are never read.
+Sources: the training split of the standard library (`--no-stdlib` leaves it out), plus `--extra-source`
+folders (permissively licensed Python the install already has); the benchmark's held-out files are never read.
 """
 
 from __future__ import annotations
