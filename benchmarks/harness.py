@@ -26,7 +26,9 @@ class Length:
     "fixed:N": N for every task; the decoder must end the middle itself (unused positions become EOS).
     "oracle":  the reference middle's token count under the DLM tokenizer, so the decoder fills exactly the
                right number of positions (the decode pads a partial last block with EOS itself, so no
-               rounding to a multiple of B is needed and every decoder gets the same N).
+               rounding to a multiple of B is needed and every decoder gets the same N). With token healing
+               the model writes the prefix's last token again before the middle, in its own tokenisation
+               (decoding.healing.heal_split): that is the count then, or every middle comes out short.
     """
 
     kind: str
@@ -41,9 +43,13 @@ class Length:
             return cls("fixed", int(number))
         raise ValueError(f"length must be 'oracle' or 'fixed:N' with 1 <= N <= 8192; got {text!r}")
 
-    def for_task(self, task: Task, tokenizer) -> int:
+    def for_task(self, task: Task, tokenizer, healing: bool = False) -> int:
         if self.kind == "fixed":
             return self.tokens
+        if healing:
+            from decoding.healing import heal_split  # imports torch, as every decode does
+
+            return max(1, len(heal_split(tokenizer, task.prompt, task.canonical_solution)[1]))
         return max(1, len(tokenizer.encode(task.canonical_solution, add_special_tokens=False)))
 
     def __str__(self) -> str:
@@ -94,9 +100,9 @@ def run_benchmark(models, tasks: list[Task], decoders: list[Decoder], length: Le
     try:
         _warm_up(models, tasks[0], decoders, length, max_context)
         for task in tasks:
-            n = length.for_task(task, models.dlm.tokenizer)
             finished = []
             for decoder in decoders:
+                n = length.for_task(task, models.dlm.tokenizer, heals(decoder))
                 finished.append(evaluate(models, task, decoder, n, max_context, exec_timeout_s))
                 if on_sample is not None:
                     on_sample(finished[-1])
@@ -110,6 +116,12 @@ def run_benchmark(models, tasks: list[Task], decoders: list[Decoder], length: Le
 def _warm_up(models, task: Task, decoders: list[Decoder], length: Length, max_context: int) -> None:
     """One untimed decode per decoder on the first task: the first call of each configuration pays one-time
     costs (allocator growth, kernel selection for new shapes, lazy imports) that are not its speed."""
-    n = length.for_task(task, models.dlm.tokenizer)
     for decoder in decoders:
-        evaluate(models, task, decoder, n, max_context, exec_timeout_s=None)
+        evaluate(models, task, decoder, length.for_task(task, models.dlm.tokenizer, heals(decoder)), max_context,
+                 exec_timeout_s=None)
+
+
+def heals(decoder: Decoder) -> bool:
+    """Whether the decoder takes the prefix's last token off the canvas (decoder specs: their config)."""
+    config = getattr(decoder, "config", None)
+    return bool(getattr(config, "token_healing", False))

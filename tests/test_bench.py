@@ -10,7 +10,7 @@ from benchmarks.infill import format_table
 from benchmarks.metrics import HEADLINE, Sample, exact_match, percentile, program_syntax_ok, similarity, summarize
 from benchmarks.plot import pareto_front, pareto_plot
 from benchmarks.specs import parse_spec
-from benchmarks.tasks import load_tasks
+from benchmarks.tasks import Task, load_tasks
 from decoding.config import DecodeConfig
 from lsp_server.settings import ServerSettings
 
@@ -311,3 +311,21 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "pareto.png"
     pareto_plot(results, out, "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_oracle_length_counts_what_a_healed_decode_must_write(tiny_model_dirs):
+    """Token healing takes the prefix's last token off the canvas: the model writes it again, then the middle.
+    An oracle length of the middle alone leaves the healed decode a token short, so no middle could match."""
+    from decoding.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dirs[0])
+    task = Task("t", "def add(a, b):\n    return", "\n", " a + b")
+    plain = Length("oracle").for_task(task, tok)
+    healed = Length("oracle").for_task(task, tok, healing=True)
+    prefix_ids = tok.encode(task.prompt, add_special_tokens=False)
+    removed = tok.decode(prefix_ids[-1:])
+    assert plain == len(tok.encode(task.canonical_solution, add_special_tokens=False))
+    assert healed == len(tok.encode(removed + task.canonical_solution, add_special_tokens=False)) > 0
+    assert tok.decode(tok.encode(removed + task.canonical_solution, add_special_tokens=False)[:healed]).endswith(
+        task.canonical_solution)
+    assert Length("fixed", 7).for_task(task, tok, healing=True) == 7
