@@ -115,3 +115,55 @@ def test_too_few_sources_and_bad_settings_are_clear_errors(tiny_model_dirs, tmp_
     with pytest.raises(SystemExit):
         main(["--output", str(tmp_path / "run"), "--budget", "not-a-number"])
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def _tokenizer_and_ids(base: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    return tok, tok.convert_tokens_to_ids("<|mask|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+
+
+def test_whole_share_masks_the_editors_whole_middle_region(tiny_model_dirs, sources, tmp_path):
+    # the editor's first DLM pass sees every position of the middle + padding masked: --whole-share trains it
+    import random
+
+    from training.adapt import make_batch
+
+    base = tiny_model_dirs[1]
+    tok, mask_id, eos_id = _tokenizer_and_ids(base)
+    config = _config(base, sources, tmp_path / "run", infill_share=1.0, whole_share=1.0, batch_size=16)
+    src = Sources(config, tok, eos_id)
+    inputs, targets, masked = make_batch(src, tok, config, random.Random(0), mask_id, eos_id)
+    def whole(row, target) -> bool:  # one contiguous masked run, the middle then only EOS padding after it
+        where = row.nonzero().flatten()
+        run = torch.arange(int(where[0]), int(where[0]) + len(where))
+        tail = target[run][(target[run] == eos_id).cumsum(0) > 0]  # from the first EOS on
+        return torch.equal(where, run) and bool((tail == eos_id).all()) and int(where[-1]) + 1 < len(row)
+
+    assert all(whole(row, t) for row, t in zip(masked, targets))
+    assert torch.equal(inputs == mask_id, masked)
+    partial = _config(base, sources, tmp_path / "run", infill_share=1.0, whole_share=0.0, batch_size=16)
+    _, targets, some = make_batch(src, tok, partial, random.Random(0), mask_id, eos_id)
+    assert not all(whole(row, t) for row, t in zip(some, targets))  # without it, regions are partly masked
+
+
+def test_data_workers_train_on_the_same_kind_of_batches(tiny_model_dirs, sources, tmp_path):
+    import itertools
+    import random
+
+    from training.adapt import batches
+
+    base = tiny_model_dirs[1]
+    tok, mask_id, eos_id = _tokenizer_and_ids(base)
+    config = _config(base, sources, tmp_path / "run", data_workers=2)
+    src = Sources(config, tok, eos_id)
+    made = list(itertools.islice(batches(src, tok, config, random.Random(0), mask_id, eos_id, 0), 6))
+    for inputs, targets, masked in made:
+        assert inputs.shape == targets.shape == masked.shape == (config.batch_size, config.seq_len)
+        assert masked.any(1).all() and torch.equal(inputs[~masked], targets[~masked])
+    assert len({tuple(b[1].flatten().tolist()) for b in made}) > 1  # the workers do not repeat one stream
+    export = adapt(_config(base, sources, tmp_path / "run", data_workers=2, max_steps=2))
+    assert (export / "adapter_model.safetensors").exists()
+    with pytest.raises(ValueError, match="data_workers"):
+        _config(base, sources, tmp_path / "x", data_workers=-1)

@@ -10,8 +10,9 @@ meets in code becomes the mask (`--mask-token`, SmolLM2's `<empty_output>`: re-u
 vocabulary, the tied embedding and the executor's ids exactly the base's; a new row would change all three).
 Then the masked-diffusion objective on source code, in the shapes the editor produces:
 - editor samples (`--infill-share`): prefix + middle + EOS padding to a budget + suffix, the boundary laid
-  out as token healing lays it out at inference; the masked region is either uniformly masked at a level
-  t ~ U(eps, 1) or masked from a random cut to its end (what a left-to-right decode sees);
+  out as token healing lays it out at inference; the masked region is masked whole (`--whole-share` of
+  them: the editor's first DLM pass, when the whole middle is still masks), uniformly at a level
+  t ~ U(eps, 1), or from a random cut to its end (what a left-to-right decode sees);
 - windows of the token stream, uniformly masked or with one masked span of 1-64 tokens.
 Cross-entropy on masked positions only, and the LM head runs only on those rows.
 
@@ -73,6 +74,7 @@ class AdaptConfig:
     max_steps: int = 1_000_000
     eps: float = 0.05
     infill_share: float = 0.5
+    whole_share: float = 0.0
     max_middle: int = 64
     budget: int = 64
     save_every_minutes: float = 10.0
@@ -81,6 +83,7 @@ class AdaptConfig:
     threads: int = 2
     seed: int = 0
     device: str = "cpu"
+    data_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
@@ -88,8 +91,11 @@ class AdaptConfig:
         for name in ("lora_rank", "seq_len", "batch_size", "max_steps", "log_every", "threads", "budget", "max_middle"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if not 0 < self.lr < 1 or not 0 <= self.infill_share <= 1 or not 0 < self.eps < 1:
-            raise ValueError("need 0 < lr < 1, 0 <= infill_share <= 1 and 0 < eps < 1")
+        if not 0 < self.lr < 1 or not 0 <= self.infill_share <= 1 or not 0 <= self.whole_share <= 1 \
+                or not 0 < self.eps < 1:
+            raise ValueError("need 0 < lr < 1, 0 <= infill_share <= 1, 0 <= whole_share <= 1 and 0 < eps < 1")
+        if self.data_workers < 0:
+            raise ValueError(f"data_workers must be at least 0; got {self.data_workers}")
         if self.max_middle > self.budget or self.budget >= self.seq_len:
             raise ValueError("need max_middle <= budget < seq_len")
         if min(self.max_minutes, self.save_every_minutes, self.eval_every_minutes) <= 0:
@@ -191,7 +197,9 @@ def make_batch(src: Sources, tokenizer, config: AdaptConfig, rng: random.Random,
             ex = infill_sequence(span, budget, seq, eos_id, rng)
             clean[i] = torch.tensor(ex.ids)
             region = torch.arange(ex.start, ex.start + ex.length)
-            if rng.random() < 0.5:  # uniform masking of the middle region
+            if config.whole_share and rng.random() < config.whole_share:  # the editor's first pass
+                pick = region
+            elif rng.random() < 0.5:  # uniform masking of the middle region
                 pick = region[torch.rand(len(region), generator=_gen(rng)) < t]
             else:  # a left-to-right decode's state: the middle masked from a cut on
                 pick = region[rng.randrange(len(region)):]
@@ -211,6 +219,37 @@ def make_batch(src: Sources, tokenizer, config: AdaptConfig, rng: random.Random,
             masked[i, rng.randrange(1, seq)] = True
     inputs = clean.masked_fill(masked, mask_id)
     return inputs, clean, masked
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches made by DataLoader worker processes, so that a fast device never waits for
+    the tokenizer. Each worker draws from its own stream, seeded by (seed, the step this invocation started
+    at, worker id): deterministic for a given command line, and a resumed invocation does not replay data."""
+
+    def __init__(self, src: Sources, tokenizer, config: AdaptConfig, mask_id: int, eos_id: int, start_step: int):
+        self.args = (src, tokenizer, config)
+        self.ids = (mask_id, eos_id)
+        self.start_step = start_step
+
+    def __iter__(self):
+        src, tokenizer, config = self.args
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{config.seed}/{self.start_step}/{info.id if info else 0}")
+        while True:
+            yield make_batch(src, tokenizer, config, rng, *self.ids)
+
+
+def batches(src: Sources, tokenizer, config: AdaptConfig, rng: random.Random, mask_id: int, eos_id: int,
+            start_step: int):
+    """The training batches: made in the loop from `rng` (checkpointed, so a resumed run is exactly a
+    straight one), or by `config.data_workers` processes."""
+    if config.data_workers == 0:
+        while True:
+            yield make_batch(src, tokenizer, config, rng, mask_id, eos_id)
+    loader = torch.utils.data.DataLoader(BatchStream(src, tokenizer, config, mask_id, eos_id, start_step),
+                                         batch_size=None, num_workers=config.data_workers, prefetch_factor=4,
+                                         pin_memory=config.device.startswith("cuda"))
+    yield from loader
 
 
 def _gen(rng: random.Random) -> torch.Generator:
@@ -369,11 +408,12 @@ def adapt(config: AdaptConfig) -> Path:
     start = last_save = last_eval = time.monotonic()
     seconds0 = state["seconds"]
     budget_s = config.max_minutes * 60
+    stream = batches(src, tokenizer, config, rng, mask_id, eos_id, state["step"])
     while state["step"] < config.max_steps and time.monotonic() - start < budget_s:
         lr = config.lr * min(1.0, (state["step"] + 1) / config.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        inputs, targets, masked = (x.to(device) for x in make_batch(src, tokenizer, config, rng, mask_id, eos_id))
+        inputs, targets, masked = (x.to(device, non_blocking=True) for x in next(stream))
         loss = loss_on(model, inputs, targets, masked)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -439,6 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     # the objective
     p.add_argument("--eps", type=float, default=0.05, help="lowest masking level t ~ U(eps, 1)")
     p.add_argument("--infill-share", type=float, default=0.5, help="share of editor-shaped samples (the rest: windows)")
+    p.add_argument("--whole-share", type=float, default=0.0,
+                   help="share of editor samples with the whole middle region masked (the rest: half uniform, half cut)")
     p.add_argument("--max-middle", type=int, default=64, help="longest middle in tokens")
     p.add_argument("--budget", type=int, default=64, help="masked region of an editor sample: middle + EOS padding")
     # budget
@@ -450,6 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seeds data and masking")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the model trains (bf16 autocast on both)")
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="processes making batches ahead of a fast device (0 = in the training loop: exactly "
+                        "resumable; >0: each resumed invocation draws fresh data streams)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     values = vars(args)
