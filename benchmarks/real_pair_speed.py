@@ -13,7 +13,8 @@ download, no weight files) and run through decoding.decode with EOS casting off 
 run commits all N positions. tokens/s = N / decode seconds, median of --repeats after one warm-up decode.
 Vocabulary alignment is the paper's (ids below 151665 shared); tokens are ids, never text.
 
-Not yet run: no session so far was lent a GPU. The figures belong in README.md ("The real pair on one GPU").
+Measured on an H200 on 2026-11-30: README.md ("The real pair on one GPU") and
+benchmarks/results/real-pair-speed-h200.json.
 """
 
 from __future__ import annotations
