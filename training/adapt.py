@@ -446,7 +446,7 @@ def _save_all(model, opt, state, rng, tokenizer, config, mask_id, eos_id, out: P
     save_checkpoint(model, opt, state, out)
     export(model, tokenizer, config, mask_id, eos_id, out,
            {"method": config.method, "step": state["step"], "tokens": state["tokens"],
-            "cpu_minutes": round(state["seconds"] / 60, 1)})
+            "minutes": round(state["seconds"] / 60, 1), "device": config.device})
     log.info("saved step %d to %s", state["step"], out)
 
 
