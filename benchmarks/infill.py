@@ -46,8 +46,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
+    # Ctrl-C (SIGINT) stops the run and keeps what finished, also when the shell started it as a background
+    # job: bash without job control starts those with SIGINT ignored, and Python then installs no handler
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.time()
     try:
         length = Length.parse(args.length)
