@@ -101,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
-    # Ctrl-C (SIGINT) stops the run and keeps what finished, also when the shell started it as a background
-    # job: bash without job control starts those with SIGINT ignored, and Python then installs no handler
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    interruptible()
     started = time.time()
     try:
         length = Length.parse(args.length)
@@ -172,6 +169,13 @@ def _decoders(specs: list[str], seed: int):
     if len(set(names)) != len(names):
         raise ValueError(f"a decoder spec is given twice: {names}")
     return decoders
+
+
+def interruptible() -> None:
+    """Let Ctrl-C (SIGINT) stop a benchmark with what finished, also when the shell started it as a background
+    job: bash without job control starts those with SIGINT ignored, and Python then installs no handler."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def setup_logging() -> None:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.harness import Length, run_benchmark
-from benchmarks.infill import format_table, load_models_for, setup_logging, write_json_atomic
+from benchmarks.infill import format_table, interruptible, load_models_for, setup_logging, write_json_atomic
 from benchmarks.metrics import summarize
 from benchmarks.specs import parse_spec
 from benchmarks.tasks import load_tasks
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
+    interruptible()
     try:
         taus = parse_taus(args.taus)
         if args.limit < 1 or args.tolerance < 0 or args.max_nfe <= 0:
