@@ -23,6 +23,7 @@ from lsp_server.text import Context
 request_log = logging.getLogger("lsp_server.requests")
 
 RECENT_REQUESTS = 256  # request records kept for codila/debugStats
+ANSWERED = ("ok", "empty", "cache")  # outcomes of a request answered by the pipeline
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Ledger:
         """Log the record and keep it; answered requests set the last latency."""
         self.recent.append(record.as_dict())
         request_log.info("%s", json.dumps(record.as_dict()))
-        if record.outcome in ("ok", "empty", "cache"):
+        if record.outcome in ANSWERED:
             self.last_latency_ms = record.total_ms
 
     def snapshot(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ _MESSAGE_TYPES = {"error": types.MessageType.Error, "warning": types.MessageType
 
 
 class EditorUI:
-    """lsp_server.engine.Editor over LSP."""
+    """lsp_server.editor.Editor over LSP."""
 
     def __init__(self, server: LanguageServer) -> None:
         self.server = server
