@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from lsp_server.server import server
 
-    server.engine.threads = args.threads
+    server.engine.lifecycle.threads = args.threads
 
     if args.tcp:
         if args.host not in ("127.0.0.1", "localhost", "::1"):

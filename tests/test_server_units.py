@@ -274,8 +274,8 @@ class FakeEditor:
 def test_a_crash_in_decoding_fails_that_request_only(tiny_models, monkeypatch):
     async def scenario():
         engine = Engine(FakeEditor())
-        engine.settings = ServerSettings(max_new_tokens=4, debounce_ms=0, syntax_check="off")
-        engine.models = tiny_models
+        engine.lifecycle.settings = ServerSettings(max_new_tokens=4, debounce_ms=0, syntax_check="off")
+        engine.lifecycle.models = tiny_models
         document = doc("def f(x):\n    return \n")
         cursor = types.Position(line=1, character=11)
 
@@ -370,8 +370,8 @@ def test_typing_through_a_suggestion_skips_the_debounce(tiny_models):
     the cache by the pipeline at once; one it cannot answer waits."""
     async def scenario():
         engine = Engine(FakeEditor())
-        engine.settings = ServerSettings(max_new_tokens=4, debounce_ms=200, syntax_check="off")
-        engine.models = tiny_models
+        engine.lifecycle.settings = ServerSettings(max_new_tokens=4, debounce_ms=200, syntax_check="off")
+        engine.lifecycle.models = tiny_models
         first = await engine.complete(doc("x = \n"), types.Position(line=0, character=4), "r1", "inlineCompletion",
                                       invoked=True)
         typed = doc(f"x = {first.text[0]}\n")
