@@ -74,9 +74,18 @@ class ModelWorker:
         if job.stop.is_set():  # stopped before it was sent (during the debounce): nothing runs, nothing counts
             return Decoded(0.0, None)
         loop = asyncio.get_running_loop()
-        on_decode = partial(loop.call_soon_threadsafe, watcher.decode_started)
         sent = time.perf_counter()
-        return await self._submit(partial(_run_pipeline, job, sent, on_decode), partial(_tell, watcher))
+
+        def on_thread() -> Decoded:
+            queued_ms = (time.perf_counter() - sent) * 1000
+            if job.stop.is_set():  # stopped while it waited behind another job
+                return Decoded(queued_ms, None)
+            on_decode = partial(loop.call_soon_threadsafe, watcher.decode_started)
+            completion = pipeline.complete(job.models, job.context, job.settings, cache=job.cache,
+                                           cancel=job.stop.is_set, on_step=job.on_step, on_decode=on_decode)
+            return Decoded(queued_ms, completion)
+
+        return await self._submit(on_thread, on_end=partial(_tell, watcher))
 
     async def load_models(self, settings: ServerSettings, trained_ar: str | None, threads: int) -> ModelPair:
         """decoding.load_models for `settings` (trained_ar, when set, instead of settings.ar_path)."""
@@ -97,16 +106,6 @@ class ModelWorker:
         if on_end is not None:
             future.add_done_callback(on_end)
         return await asyncio.shield(future)
-
-
-def _run_pipeline(job: CompletionJob, sent: float, on_decode: Callable[[], None]) -> Decoded:
-    """Model thread: pipeline.complete for `job`, unless it was stopped while it waited in the queue."""
-    queued_ms = (time.perf_counter() - sent) * 1000
-    if job.stop.is_set():
-        return Decoded(queued_ms, None)
-    completion = pipeline.complete(job.models, job.context, job.settings, cache=job.cache,
-                                   cancel=job.stop.is_set, on_step=job.on_step, on_decode=on_decode)
-    return Decoded(queued_ms, completion)
 
 
 def _tell(watcher: JobWatcher, future: asyncio.Future[Decoded]) -> None:
