@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 from lsprotocol import types
@@ -302,6 +306,77 @@ def test_a_crash_in_decoding_fails_that_request_only(tiny_models, monkeypatch):
     assert engine.ledger.counters["decodes_failed"] == 1 and engine.ledger.counters["decodes_finished"] == 1
     assert [r["outcome"] for r in engine.ledger.recent] == ["error", "ok"]
     assert "device-side assert" in engine.ledger.recent[0]["error"]
+
+
+def test_a_newer_request_for_the_document_stops_the_older_in_its_debounce(tiny_models):
+    """A request superseded while it waits out debounceMs answers empty without reaching the model thread."""
+    async def scenario():
+        engine = Engine(FakeEditor())
+        engine.lifecycle.settings = ServerSettings(max_new_tokens=4, debounce_ms=300, syntax_check="off")
+        engine.lifecycle.models = tiny_models
+        document, cursor = doc("def f(x):\n    return \n"), types.Position(line=1, character=11)
+        typed = asyncio.ensure_future(engine.complete(document, cursor, "r1", "inlineCompletion", invoked=False))
+        await asyncio.sleep(0.05)  # r1 is in its debounce
+        newer = await engine.complete(document, cursor, "r2", "inlineCompletion", invoked=True)
+        older = await typed
+        stats = engine.stats()
+        engine.close()
+        return older.text, newer.text, stats
+
+    older, newer, stats = asyncio.run(scenario())
+    assert older == "" and newer
+    records = {r["request"]: r for r in stats["recent"]}
+    assert records["r1"]["outcome"] == "superseded" and records["r1"]["debounceMs"] >= 250
+    assert records["r2"]["outcome"] == "ok"
+    assert (stats["decodesStarted"], stats["decodesFinished"], stats["decodesStopped"]) == (1, 1, 0)
+    assert stats["activeJobs"] == 0
+
+
+def test_a_request_cancelled_while_it_waits_for_the_model_thread_never_decodes(tiny_models, monkeypatch):
+    """$/cancelRequest for a request queued behind another: it answers empty and counts as stopped without a
+    decode; the running one is untouched."""
+    import decoding
+
+    real, running, release = decoding.infill, threading.Event(), threading.Event()
+
+    def held_infill(*args, **kwargs):  # the first decode holds the model thread until released
+        running.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "infill", held_infill)
+
+    async def scenario():
+        engine = Engine(FakeEditor())
+        engine.lifecycle.settings = ServerSettings(max_new_tokens=4, debounce_ms=0, syntax_check="off")
+        engine.lifecycle.models = tiny_models
+        cursor = types.Position(line=1, character=11)
+        code = "def f(x):\n    return \n"
+        first = asyncio.ensure_future(engine.complete(doc(code, "file:///w/a.py"), cursor, "r1", "completion", True))
+        await asyncio.to_thread(running.wait, 10)
+        queued = asyncio.ensure_future(engine.complete(doc(code, "file:///w/b.py"), cursor, "r2", "completion", True))
+        await asyncio.sleep(0.05)  # r2 waits behind r1
+        engine.cancel_request("r2")
+        release.set()
+        answers = await asyncio.gather(first, queued)
+        engine.close()
+        return [a.text for a in answers], engine.stats()
+
+    (first, queued), stats = asyncio.run(scenario())
+    assert first and queued == ""
+    records = {r["request"]: r for r in stats["recent"]}
+    assert records["r1"]["outcome"] == "ok" and records["r2"]["outcome"] == "cancelled"
+    assert records["r2"]["queueMs"] > 0 and records["r2"]["decodeMs"] == 0
+    assert (stats["decodesStarted"], stats["decodesFinished"], stats["decodesStopped"]) == (1, 1, 1)
+
+
+def test_importing_the_server_does_not_import_torch():
+    """The server answers `initialize` at once: torch is imported on the model thread when the models load
+    (the models' type is named for type checkers only)."""
+    probe = "import sys, lsp_server.server; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.stdout.strip() == "[]"
 
 
 
