@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from decoding.base import resolve_model_path
 from decoding.models import make_bidirectional
-from training.corpus import stdlib_files
-from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
+from training.corpus import read_text, source_files, split_validation, stdlib_files
+from training.data import infill_sequence, sample_infill
 
 log = logging.getLogger("training.adapt")
 

@@ -29,9 +29,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from training.corpus import stdlib_files
-from training.data import (SKIPPED_DIRS, SOURCE_SUFFIXES, Example, infill_sequence, pad_response, read_text,
-                           sample_infill, source_files)
+from training.corpus import SKIPPED_DIRS, SOURCE_SUFFIXES, read_text, source_files, stdlib_files
+from training.data import Example, infill_sequence, pad_response, sample_infill
 
 log = logging.getLogger("training.finetune")
 

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from decoding.models import DiffusionLM, dlm_logits, load_tokenizer, make_bidirectional
-from training.corpus import stdlib_files
-from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
+from training.corpus import read_text, source_files, split_validation, stdlib_files
+from training.data import infill_sequence, sample_infill
 from training.tokenizer import EOS, MASK, train_tokenizer
 
 log = logging.getLogger("training.pretrain")
