@@ -169,7 +169,7 @@ def test_bad_settings_raise_value_error(tmp_path):
         _config(tmp_path, t_min=0.9, t_max=0.1)
     with pytest.raises(ValueError, match="--data"):
         FinetuneConfig(dlm="d", ar="a", data=(), output="o")
-    from tests.tiny_models import build_tokenizer
+    from training.tiny_models import build_tokenizer
 
     tok = build_tokenizer(tmp_path / "tok")
     with pytest.raises(ValueError, match="no such file"):

@@ -25,6 +25,11 @@ SPECIAL_TOKENS = [EOS, MASK, THINK_OPEN, THINK_CLOSE]
 
 def train_tokenizer(files: Iterable[Path], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on the text of `files`; every string round-trips (no unknown token)."""
+    return tokenizer_from_texts((read_text(p) for p in files), vocab_size)
+
+
+def tokenizer_from_texts(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `texts`; the special tokens take ids 0..3."""
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + specials); got {vocab_size}")
     tok = Tokenizer(models.BPE())
@@ -32,7 +37,7 @@ def train_tokenizer(files: Iterable[Path], vocab_size: int = 4096) -> PreTrained
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator((read_text(p) for p in files), trainer)
+    tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, mask_token=MASK,
                                    additional_special_tokens=[THINK_OPEN, THINK_CLOSE])
     assert [fast.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
