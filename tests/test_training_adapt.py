@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from decoding.models import load_dlm
-from training.adapt import AdaptConfig, Sources, adapt, load_base_as_dlm, main
+from training.adapt import Sources, adapt, load_base_as_dlm, main
+from training.config import AdaptConfig
 from training.corpus import is_heldout_path, split_validation, stdlib_files
 
 SNIPPET = '''def scale_{i}(values, factor={i}):

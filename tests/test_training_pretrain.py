@@ -8,7 +8,8 @@ import torch
 
 from decoding.models import load_ar, load_dlm, load_tokenizer
 from training.data import infill_sequence, sample_infill
-from training.pretrain import Corpus, PretrainConfig, dlm_batch, pretrain
+from training.config import PretrainConfig
+from training.pretrain import Corpus, dlm_batch, pretrain
 
 SOURCE = '''import os
 
