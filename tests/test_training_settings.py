@@ -173,7 +173,8 @@ def test_docs_list_every_flag_as_the_table_has_it():
 
 def test_no_shipped_package_imports_the_tests():
     """benchmarks --tiny and the trainers run from an installed package, where tests/ does not exist."""
-    offenders = [f"{path.relative_to(ROOT)}:{n}" for package in ("decoding", "training", "lsp_server", "verify", "benchmarks")
+    packages = ("decoding", "training", "lsp_server", "verify", "benchmarks")
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for package in packages
                  for path in sorted((ROOT / package).rglob("*.py"))
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if re.match(r"\s*(from tests[. ]|import tests\b)", line)]

@@ -23,6 +23,7 @@ last checkpoint left off, for `--max-minutes` more. The learning rate is constan
 go on over several sessions. `metrics.jsonl` gets the training curve and fixed-mask validation accuracy.
 Sources: the training split of the standard library (`--no-stdlib` leaves it out), plus `--extra-source`
 folders (permissively licensed Python the install already has); the benchmark's held-out files are never read.
+Every flag with its default and range: docs/training.md, made from training.config.AdaptConfig.
 """
 
 from __future__ import annotations
@@ -403,14 +404,7 @@ def _tuple_state(value):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = AdaptConfig.parser("python -m training.adapt", __doc__)
-    try:
-        config = AdaptConfig.from_command_line(parser, argv)
-    except ValueError as err:
-        parser.error(str(err))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
-    adapt(config)
+    adapt(AdaptConfig.command_line("python -m training.adapt", __doc__, argv))
 
 
 if __name__ == "__main__":

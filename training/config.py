@@ -11,7 +11,7 @@
                      the command line, `reference` the table docs/training.md carries (tests hold it)
 
 Adding a trainer: one dataclass of shared rows (with its defaults) and rows of its own, and a `main` that
-calls `YourConfig.from_command_line`. Nothing here imports torch: the language server validates its
+calls `YourConfig.command_line`. Nothing here imports torch: the language server validates its
 trainOnWorkspace options with these rows.
 """
 
@@ -20,7 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
+import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +141,8 @@ BLOCK_SIZE = _from_decoding(_DECODING["block_size"], group=MODELS)  # the decode
 DEVICE = _from_decoding(_DECODING["device"], group=MACHINE)
 DTYPE = _from_decoding(_DECODING["dtype"], group=MACHINE)
 TRUST_REMOTE_CODE = _from_decoding(_DECODING["trust_remote_code"], group=MACHINE)
-OUTPUT = TrainSetting("output", str, REQUIRED, "the run's folder", group=MODELS, pattern=r"\S", pattern_message="a folder")
+OUTPUT = TrainSetting("output", str, REQUIRED, "the run's folder", group=MODELS, pattern=r"\S",
+                      pattern_message="a folder")
 SEQ_LEN = TrainSetting("seq_len", int, None, "tokens per sample", group=SAMPLES, low=1)
 MAX_MIDDLE = TrainSetting("max_middle", int, 64, "longest infill middle, in tokens", group=SAMPLES, low=1)
 BUDGET = TrainSetting("budget", int, 64, "infill budget N: the masked region is the middle + EOS padding up to N "
@@ -191,7 +195,8 @@ class TrainerConfig:
     @classmethod
     def parser(cls, prog: str, doc: str) -> argparse.ArgumentParser:
         """The trainer's command line: a flag per row under its heading, read and checked by the row."""
-        parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(prog=prog, description=doc,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
         groups: dict[str, argparse._ArgumentGroup] = {}
         for row in cls.settings():
             group = groups.get(row.group) or groups.setdefault(row.group, parser.add_argument_group(row.group))
@@ -209,6 +214,19 @@ class TrainerConfig:
         that do not go together; a flag's own bad value is argparse's error."""
         given = vars(parser.parse_args(argv))
         return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in given.items()})
+
+    @classmethod
+    def command_line(cls, prog: str, doc: str, argv: list[str] | None = None):
+        """A trainer's entry point: the config its flags give, logging to stderr set up and the resolved config
+        logged once. A bad value, or values that do not go together, is argparse's usage error (exit 2)."""
+        parser = cls.parser(prog, doc)
+        try:
+            config = cls.from_command_line(parser, argv)
+        except ValueError as err:
+            parser.error(str(err))
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+        logging.getLogger(prog.split()[-1]).info("config: %s", json.dumps(dataclasses.asdict(config)))
+        return config
 
     @classmethod
     def reference(cls) -> str:
@@ -498,7 +516,5 @@ def update_reference(text: str) -> str:
 
 
 if __name__ == "__main__":  # python -m training.config docs/training.md: write the flag tables in
-    import sys
-
     path = Path(sys.argv[1])
     path.write_text(update_reference(path.read_text()))

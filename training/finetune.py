@@ -37,50 +37,35 @@ merges at load:
 --ar may itself be an adapter folder: it is merged, and the new adapter names it as its base. Resumable
 state lives in `--output`/checkpoints/ (written atomically; the trained tensors only); rerunning the same
 command after a kill continues from the last checkpoint with the same data, masks and optimizer state.
-`--json-progress` prints one JSON object per line on stdout.
+`--json-progress` prints one JSON object per line on stdout. Every flag with its default and range:
+docs/training.md, made from the settings table (training.config.FinetuneConfig).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import logging
-import sys
 from pathlib import Path
 from typing import Callable
 
 from training.config import FinetuneConfig
 from training.finetune_trainer import Trainer
 
-log = logging.getLogger("training.finetune")
+PROG = "python -m training.finetune"
 
 
 def finetune(config: FinetuneConfig, on_step: Callable[[int], None] | None = None) -> dict:
     """Fine-tune and return {"done", "output", "best_val_loss", "step"}; `output` is a loadable AR folder."""
     Path(config.output).mkdir(parents=True, exist_ok=True)
-    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
     return Trainer(config).train(on_step)
 
 
 def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     """The run the command line describes. SystemExit for a bad flag, ValueError for values that do not go
     together."""
-    return FinetuneConfig.from_command_line(_parser(), argv)
-
-
-def _parser() -> argparse.ArgumentParser:
-    return FinetuneConfig.parser("python -m training.finetune", __doc__)
+    return FinetuneConfig.from_command_line(FinetuneConfig.parser(PROG, __doc__), argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    parser = _parser()
-    try:
-        config = FinetuneConfig.from_command_line(parser, argv)
-    except ValueError as err:
-        parser.error(str(err))
-    finetune(config)
+    finetune(FinetuneConfig.command_line(PROG, __doc__, argv))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Without `--tokenizer` a byte-level BPE is trained on the training split and save
 DLM's folder to the AR run so both share ids. The held-out benchmark files are never read. The run ends at
 `--max-steps` or `--max-minutes`, whichever comes first; the learning rate follows a cosine over whichever
 of the two is nearer, and the folder holds a complete, loadable model after every checkpoint.
+Every flag with its default and range: docs/training.md, made from training.config.PretrainConfig.
 """
 
 from __future__ import annotations
@@ -289,14 +290,7 @@ def lr_factor(step: int, progress: float, warmup_steps: int, min_ratio: float) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = PretrainConfig.parser("python -m training.pretrain", __doc__)
-    try:
-        config = PretrainConfig.from_command_line(parser, argv)
-    except ValueError as err:
-        parser.error(str(err))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
-    pretrain(config)
+    pretrain(PretrainConfig.command_line("python -m training.pretrain", __doc__, argv))
 
 
 if __name__ == "__main__":
