@@ -10,8 +10,8 @@
                      `__post_init__`, `check_together` the relations between them; `TrainerConfig.parser` makes
                      the command line, `reference` the table docs/training.md carries (tests hold it)
 
-Adding a trainer: one dataclass of shared rows (with its defaults) and rows of its own, and a `main` that
-calls `YourConfig.command_line`. Nothing here imports torch: the language server validates its
+Adding a trainer: one dataclass of shared rows (with its defaults) and rows of its own, its entry in TRAINERS
+(and a flags section in docs/training.md), and a `main` that calls `YourConfig.command_line`. Nothing here imports torch: the language server validates its
 trainOnWorkspace options with these rows.
 """
 
