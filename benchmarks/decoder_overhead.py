@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- models ---
     parser.add_argument("--dlm", type=Path, default=None, help="DLM folder (default: the shipped default model)")
     parser.add_argument("--ar", type=Path, default=None, help="AR folder (default: the shipped default model)")
-    parser.add_argument("--tiny", action="store_true", help="use freshly built random tiny models (tests/)")
+    parser.add_argument("--tiny", action="store_true", help="use freshly built random tiny models (training.tiny_models)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     # --- workload ---
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     dlm, ar = args.dlm, args.ar
     if args.tiny or (dlm is None and not (default_model_dir() / "dlm").is_dir()):
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.tiny_models import build_tiny_models
+        from training.tiny_models import build_tiny_models
 
         tmp = tempfile.TemporaryDirectory()
         dlm, ar = build_tiny_models(Path(tmp.name))

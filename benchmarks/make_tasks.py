@@ -615,7 +615,7 @@ def write_task_sets(sets: dict[str, list[dict]], out: Path, seed: int, split: st
         "sources": {rel: sha256_of(rel) for rel in sources},
         "tests": {rel: sha256_of(rel) for rel in tests},
     }
-    if split == "dev":  # the split hashes absolute paths (training.data.split_validation): record it
+    if split == "dev":  # the split hashes absolute paths (training.corpus.split_validation): record it
         manifest["dev_files"] = [p.relative_to(stdlib_root()).as_posix() for p in stdlib_files("dev")]
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 

@@ -196,8 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
-            sys.path.insert(0, str(ROOT))
-            from tests.tiny_models import build_tiny_models
+            from training.tiny_models import build_tiny_models
 
             dlm, ar = build_tiny_models(Path(tmp))
             args.dlm, args.ar = str(dlm), str(ar)

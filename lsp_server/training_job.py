@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
+from training.config import BLOCK_SIZE, LR, MAX_STEPS
+
 log = logging.getLogger("lsp_server.training")
 
 DEFAULT_MAX_STEPS = 200
+# The command's options are rows of the trainer's settings table, in the editors' camelCase words; the
+# server asks for fewer steps than a training run from the terminal may take.
+OPTION_ROWS = {"blockSize": BLOCK_SIZE.but(name="blockSize"),
+               "maxSteps": MAX_STEPS.but(name="maxSteps", default=DEFAULT_MAX_STEPS, high=1_000_000),
+               "learningRate": LR.but(name="learningRate", default=None, nullable=True)}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # makes `training` importable in the subprocess
 
 
@@ -44,7 +51,7 @@ class TrainOptions:
 
     folders: tuple[Path, ...]
     output: Path
-    block_size: int = 4
+    block_size: int = BLOCK_SIZE.default
     max_steps: int = DEFAULT_MAX_STEPS
     learning_rate: float | None = None  # None: the rate the AR was last fine-tuned with, else the trainer's
 
@@ -54,13 +61,9 @@ class TrainOptions:
         for folder in self.folders:
             if not folder.is_dir():
                 raise ValueError(f"{folder} is not a folder")
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or not 1 <= self.block_size <= 16:
-            raise ValueError(f"blockSize must be a whole number from 1 to 16; got {self.block_size!r}")
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= 1_000_000:
-            raise ValueError(f"maxSteps must be a whole number from 1 to 1000000; got {self.max_steps!r}")
-        lr = self.learning_rate
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1):
-            raise ValueError(f"learningRate must be a number between 0 and 1; got {lr!r}")
+        OPTION_ROWS["blockSize"].check(self.block_size)
+        OPTION_ROWS["maxSteps"].check(self.max_steps)
+        OPTION_ROWS["learningRate"].check(self.learning_rate)
 
 
 def parse_arguments(arguments: list[Any], workspace_folders: list[str]) -> TrainOptions:
@@ -75,11 +78,12 @@ def parse_arguments(arguments: list[Any], workspace_folders: list[str]) -> Train
     if len(folders) + len(options) != len(arguments) or len(options) > 1:
         raise ValueError("arguments: folder URIs and at most one object {blockSize, maxSteps, learningRate, output}")
     given = options[0] if options else {}
-    unknown = set(given) - {"blockSize", "maxSteps", "learningRate", "output"}
+    known = (*OPTION_ROWS, "output")
+    unknown = set(given) - set(known)
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: blockSize, maxSteps, learningRate, output")
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     paths = tuple(_folder(f) for f in (folders or workspace_folders))
-    block_size = given.get("blockSize", 4)
+    block_size = given.get("blockSize", BLOCK_SIZE.default)
     output = Path(given["output"]).expanduser() if given.get("output") else _default_output(paths, block_size)
     return TrainOptions(paths, output, block_size, given.get("maxSteps", DEFAULT_MAX_STEPS), given.get("learningRate"))
 

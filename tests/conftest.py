@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_models import build_tiny_models
+from training.tiny_models import build_tiny_models
 
 torch.set_num_threads(1)
 

@@ -15,7 +15,9 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from decoding.models import load_ar, load_dlm, load_models, locate_model
-from training.finetune import FinetuneConfig, Trainer, finetune, parse_args
+from training.config import FinetuneConfig
+from training.finetune import finetune, parse_args
+from training.finetune_trainer import Trainer
 
 X = torch.tensor([[5, 9, 2, 17, 40, 3, 11, 8]])
 

@@ -95,10 +95,10 @@ def test_the_context_budget_fits_the_dlm_positions(tiny_models):
         == positions - 64
 
 
-def test_training_evaluate_keeps_the_context_the_server_would(tiny_model_dirs, monkeypatch):
+def test_dlm_middles_keeps_the_context_the_server_would(tiny_model_dirs, monkeypatch):
     import torch
 
-    import training.evaluate as ev
+    import benchmarks.dlm_middles as ev
     from decoding.context import split_context
     from decoding.models import load_dlm
 

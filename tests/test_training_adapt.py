@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from decoding.models import load_dlm
-from training.adapt import AdaptConfig, Sources, adapt, load_base_as_dlm, main
-from training.corpus import is_heldout_path, stdlib_files
-from training.data import split_validation
+from training.adapt import Sources, adapt, load_base_as_dlm, main
+from training.config import AdaptConfig
+from training.corpus import is_heldout_path, split_validation, stdlib_files
 
 SNIPPET = '''def scale_{i}(values, factor={i}):
     """Multiply every value by factor."""

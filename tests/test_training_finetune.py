@@ -13,8 +13,10 @@ from decoding.models import dlm_logits, load_ar, load_tokenizer
 from decoding.soft import align_probs, block_inputs
 from training.corpus import stdlib_files
 from training.data import Example, pad_response
-from training.finetune import (Dataset, FinetuneConfig, ar_block_batch, finetune, mask_response, parse_args,
-                               sample_block_mask)
+from training.config import FinetuneConfig
+from training.finetune import finetune, parse_args
+from training.finetune_data import Dataset
+from training.finetune_recipe import ar_block_batch, mask_response, sample_block_mask
 
 
 def _config(tmp_path, dlm="d", ar="a", **kw):
@@ -169,7 +171,7 @@ def test_bad_settings_raise_value_error(tmp_path):
         _config(tmp_path, t_min=0.9, t_max=0.1)
     with pytest.raises(ValueError, match="--data"):
         FinetuneConfig(dlm="d", ar="a", data=(), output="o")
-    from tests.tiny_models import build_tokenizer
+    from training.tiny_models import build_tokenizer
 
     tok = build_tokenizer(tmp_path / "tok")
     with pytest.raises(ValueError, match="no such file"):

@@ -14,7 +14,9 @@ import torch
 
 import training.finetune_data as fd
 from decoding.models import dlm_logits, dlm_logits_at, load_ar, load_tokenizer
-from training.finetune import FinetuneConfig, Trainer, finetune, parse_args
+from training.config import FinetuneConfig
+from training.finetune import finetune, parse_args
+from training.finetune_trainer import Trainer
 from training.finetune_data import Dataset, Fields, data_kind, instruction_example, split_turns
 
 

@@ -1,11 +1,4 @@
-"""Tiny models of the real architectures, built locally for tests (no hub, no download).
-
-- a byte-level BPE tokenizer with the special tokens the method needs: <|endoftext|> (eos = pad),
-  <|mask|>, <think>, </think>;
-- a DLM in the Dream layout: Qwen2 architecture, `dlm_logit_shift` and `mask_token_id` in config.json;
-- an AR executor in the Qwen3 layout with tied embeddings.
-Weights are random (seeded): these models test plumbing, not quality.
-"""
+"""A tiny GGUF file for the GGUF loader's tests (the tiny HF-layout pair is training.tiny_models')."""
 
 from __future__ import annotations
 
@@ -13,57 +6,9 @@ import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
-SPECIALS = ["<|endoftext|>", "<|mask|>", "<think>", "</think>"]
-_SAMPLE = [
-    "def add(a, b):\n    return a + b\n",
-    "for i in range(10):\n    print(i)\n",
-    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
-    "import os\nimport sys\n\nif __name__ == '__main__':\n    main()\n",
-]
-
-
-def build_tokenizer(folder: Path, vocab_size: int = 320) -> PreTrainedTokenizerFast:
-    """Byte-level BPE: every string round-trips; specials get ids 0..3."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_SAMPLE * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   mask_token="<|mask|>", additional_special_tokens=["<think>", "</think>"])
-    fast.save_pretrained(folder)
-    return fast
-
-
-def build_tiny_models(root: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> tuple[Path, Path]:
-    """Write a tiny DLM and AR under root/dlm and root/ar; returns (dlm_dir, ar_dir)."""
-    root = Path(root)
-    dlm_dir, ar_dir = root / "dlm", root / "ar"
-    torch.manual_seed(seed)
-    for folder in (dlm_dir, ar_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-        tok = build_tokenizer(folder)
-    vocab = len(tok)
-    eos, mask = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|mask|>")
-    dlm = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        eos_token_id=eos, pad_token_id=eos, bos_token_id=eos, tie_word_embeddings=False))
-    dlm.save_pretrained(dlm_dir)
-    cfg = json.loads((dlm_dir / "config.json").read_text())
-    cfg.update(dlm_logit_shift=True, mask_token_id=mask)
-    (dlm_dir / "config.json").write_text(json.dumps(cfg, indent=2))
-    ar = Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=64,
-        eos_token_id=eos, pad_token_id=eos, bos_token_id=eos, tie_word_embeddings=True))
-    ar.save_pretrained(ar_dir)
-    return dlm_dir, ar_dir
+from training.tiny_models import build_tokenizer
 
 
 def llama_gguf_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -127,9 +72,3 @@ def build_tiny_gguf(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
     writer.write_tensors_to_file()
     writer.close()
     return path, model
-
-
-if __name__ == "__main__":  # python tests/tiny_models.py DIR: build them for manual runs
-    import sys
-
-    print(build_tiny_models(Path(sys.argv[1])))

@@ -23,11 +23,11 @@ last checkpoint left off, for `--max-minutes` more. The learning rate is constan
 go on over several sessions. `metrics.jsonl` gets the training curve and fixed-mask validation accuracy.
 Sources: the training split of the standard library (`--no-stdlib` leaves it out), plus `--extra-source`
 folders (permissively licensed Python the install already has); the benchmark's held-out files are never read.
+Every flag with its default and range: docs/training.md, made from training.config.AdaptConfig.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -35,71 +35,18 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from decoding.base import resolve_model_path
-from decoding.models import make_bidirectional
-from training.corpus import stdlib_files
-from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
+from decoding.models import make_bidirectional, resolve_device
+from training.config import LORA_TARGETS, AdaptConfig
+from training.corpus import read_text, source_files, split_validation, stdlib_files
+from training.data import infill_sequence, sample_infill
 
 log = logging.getLogger("training.adapt")
-
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """One adaptation run; validated on construction."""
-
-    base: str
-    output: str
-    method: str = "lora"
-    lora_rank: int = 32
-    lora_alpha: float = 64.0
-    mask_token: str = "<empty_output>"
-    eos_token: str = "<|endoftext|>"
-    extra_sources: tuple[str, ...] = ()
-    stdlib: bool = True
-    seq_len: int = 256
-    batch_size: int = 8
-    lr: float = 5e-4
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_minutes: float = 60.0
-    max_steps: int = 1_000_000
-    eps: float = 0.05
-    infill_share: float = 0.5
-    whole_share: float = 0.0
-    max_middle: int = 64
-    budget: int = 64
-    save_every_minutes: float = 10.0
-    eval_every_minutes: float = 15.0
-    log_every: int = 10
-    threads: int = 2
-    seed: int = 0
-    device: str = "cpu"
-    data_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in ("lora", "full"):
-            raise ValueError(f"method must be lora or full; got {self.method!r}")
-        for name in ("lora_rank", "seq_len", "batch_size", "max_steps", "log_every", "threads", "budget", "max_middle"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if not 0 < self.lr < 1 or not 0 <= self.infill_share <= 1 or not 0 <= self.whole_share <= 1 \
-                or not 0 < self.eps < 1:
-            raise ValueError("need 0 < lr < 1, 0 <= infill_share <= 1, 0 <= whole_share <= 1 and 0 < eps < 1")
-        if self.data_workers < 0:
-            raise ValueError(f"data_workers must be at least 0; got {self.data_workers}")
-        if self.max_middle > self.budget or self.budget >= self.seq_len:
-            raise ValueError("need max_middle <= budget < seq_len")
-        if min(self.max_minutes, self.save_every_minutes, self.eval_every_minutes) <= 0:
-            raise ValueError("max_minutes, save_every_minutes and eval_every_minutes must be positive")
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -248,7 +195,7 @@ def batches(src: Sources, tokenizer, config: AdaptConfig, rng: random.Random, ma
             yield make_batch(src, tokenizer, config, rng, mask_id, eos_id)
     loader = torch.utils.data.DataLoader(BatchStream(src, tokenizer, config, mask_id, eos_id, start_step),
                                          batch_size=None, num_workers=config.data_workers, prefetch_factor=4,
-                                         pin_memory=config.device.startswith("cuda"))
+                                         pin_memory=resolve_device(config.device).type == "cuda")
     yield from loader
 
 
@@ -363,12 +310,13 @@ def export(model, tokenizer, config: AdaptConfig, mask_id: int, eos_id: int, out
 
 
 def adapt(config: AdaptConfig) -> Path:
-    torch.set_num_threads(config.threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model, tokenizer, mask_id, eos_id = load_base_as_dlm(config)
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("%s: %.2fM trainable of %.1fM parameters; mask %d, eos %d", config.method,
@@ -410,7 +358,7 @@ def adapt(config: AdaptConfig) -> Path:
     budget_s = config.max_minutes * 60
     stream = batches(src, tokenizer, config, rng, mask_id, eos_id, state["step"])
     while state["step"] < config.max_steps and time.monotonic() - start < budget_s:
-        lr = config.lr * min(1.0, (state["step"] + 1) / config.warmup_steps)
+        lr = config.lr * min(1.0, (state["step"] + 1) / max(1, config.warmup_steps))  # warmup 0: none
         for group in opt.param_groups:
             group["lr"] = lr
         inputs, targets, masked = (x.to(device, non_blocking=True) for x in next(stream))
@@ -456,52 +404,7 @@ def _tuple_state(value):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # what to adapt
-    p.add_argument("--base", default="base:smollm2-135m", help="the causal LM: base:NAME, a .gguf file or a model folder")
-    p.add_argument("--output", required=True, help="run folder: checkpoint.pt, export/, metrics.jsonl (keep it outside the repository)")
-    p.add_argument("--method", default="lora", choices=("lora", "full"), help="lora: adapters (peft) on every projection; full: every weight")
-    p.add_argument("--lora-rank", type=int, default=32, help="LoRA rank r")
-    p.add_argument("--lora-alpha", type=float, default=64.0, help="LoRA scale numerator (scale = alpha / r)")
-    p.add_argument("--mask-token", default="<empty_output>", help="the special token that becomes [MASK]")
-    p.add_argument("--eos-token", default="<|endoftext|>", help="end of middle / padding token")
-    p.add_argument("--extra-source", action="append", default=[], dest="extra_sources",
-                   help="a folder of Python source to train on as well (repeatable)")
-    p.add_argument("--stdlib", action=argparse.BooleanOptionalAction, default=True,
-                   help="train on the standard library's training split (--no-stdlib: only the --extra-source folders)")
-    # optimisation
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per sample")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per step")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (AdamW), constant after warmup")
-    p.add_argument("--warmup-steps", type=int, default=20, help="linear warmup steps")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
-    # the objective
-    p.add_argument("--eps", type=float, default=0.05, help="lowest masking level t ~ U(eps, 1)")
-    p.add_argument("--infill-share", type=float, default=0.5, help="share of editor-shaped samples (the rest: windows)")
-    p.add_argument("--whole-share", type=float, default=0.0,
-                   help="share of editor samples with the whole middle region masked (the rest: half uniform, half cut)")
-    p.add_argument("--max-middle", type=int, default=64, help="longest middle in tokens")
-    p.add_argument("--budget", type=int, default=64, help="masked region of an editor sample: middle + EOS padding")
-    # budget
-    p.add_argument("--max-minutes", type=float, default=60.0, help="train this many more minutes in this invocation")
-    p.add_argument("--max-steps", type=int, default=1_000_000, help="stop at this total step")
-    p.add_argument("--save-every-minutes", type=float, default=10.0, help="checkpoint + export this often")
-    p.add_argument("--eval-every-minutes", type=float, default=15.0, help="fixed-mask validation this often")
-    p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0, help="seeds data and masking")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the model trains (bf16 autocast on both)")
-    p.add_argument("--data-workers", type=int, default=0,
-                   help="processes making batches ahead of a fast device (0 = in the training loop: exactly "
-                        "resumable; >0: each resumed invocation draws fresh data streams)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    values = vars(args)
-    values["extra_sources"] = tuple(values["extra_sources"])
-    config = AdaptConfig(**values)
-    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
-    adapt(config)
+    adapt(AdaptConfig.command_line("python -m training.adapt", __doc__, argv))
 
 
 if __name__ == "__main__":

@@ -11,19 +11,10 @@ Every random choice takes a `random.Random`, so a sample is a function of its se
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from decoding.healing import heal_split
-
-VALIDATION_MODULUS = 50  # one training file in 50 validates (never a held-out benchmark file)
-SOURCE_SUFFIXES = (".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".go", ".rs", ".c", ".h", ".cc", ".cpp", ".hpp",
-                   ".java", ".kt", ".rb", ".php", ".cs", ".swift", ".scala", ".lua", ".sh", ".md")
-SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", ".venv", "venv", "__pycache__", "build", "dist",
-                          "target", ".mypy_cache", ".pytest_cache", ".tox"})
-MAX_FILE_BYTES = 1_000_000  # larger files are generated or data, not code to learn from
 
 
 @dataclass(frozen=True)
@@ -52,32 +43,6 @@ class Example:
     def __post_init__(self) -> None:
         if not 0 <= self.start <= self.start + self.length <= len(self.ids) or self.length < 1:
             raise ValueError(f"response [{self.start}, {self.start + self.length}) does not fit in {len(self.ids)} ids")
-
-
-def split_validation(files: list[Path], modulus: int = VALIDATION_MODULUS) -> tuple[list[Path], list[Path]]:
-    """(train, validation): a stable split of `files` by a hash of each file name."""
-    def is_val(p: Path) -> bool:
-        return int.from_bytes(hashlib.sha1(p.as_posix().encode()).digest()[:8], "big") % modulus == 1
-
-    return [p for p in files if not is_val(p)], [p for p in files if is_val(p)]
-
-
-def source_files(folder: Path) -> list[Path]:
-    """Source files under `folder` (by suffix), skipping VCS, dependency and build folders, and the benchmark's
-    held-out stdlib files wherever they turn up (a folder that is or holds the stdlib); sorted."""
-    from training.corpus import is_heldout_path  # corpus imports this module
-
-    folder = Path(folder)
-    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and f.suffix in SOURCE_SUFFIXES
-             and not SKIPPED_DIRS.intersection(f.relative_to(folder).parts[:-1]) and f.stat().st_size < MAX_FILE_BYTES
-             and not is_heldout_path(f)]
-    if not files:
-        raise ValueError(f"{folder}: no source files ({', '.join(SOURCE_SUFFIXES)})")
-    return files
-
-
-def read_text(path: Path) -> str:
-    return Path(path).read_text(encoding="utf-8", errors="replace")
 
 
 def sample_infill(text: str, tokenizer, rng: random.Random, max_middle: int = 64,

@@ -2,7 +2,6 @@
 
     python -m training.evaluate runs/pretrain/dlm4 runs/pretrain/dlm5
     python -m training.evaluate decoding/default_model/dlm --corpus ~/my-project --rates 0.15,0.5,0.9
-    python -m training.evaluate decoding/default_model/dlm --tasks benchmarks/data/stdlib-single-line.jsonl
 
 The text is the validation files `training.pretrain` keeps aside for the same --corpus, cut into
 non-overlapping windows of --seq-len tokens, and every model sees the same masks (seeded), so differences
@@ -11,12 +10,8 @@ hits over masked tokens, ce = mean cross-entropy over them (nats), n = masked to
 an accuracy p is sqrt(p (1 - p) / n): about 0.5 points on the default corpus at r = 0.15. Pretraining's own
 `acc@0.15` uses 8 windows (about 600 masked tokens, 2 points of noise); use this to decide between models.
 
---tasks adds the benchmark's middles: each task's reference middle masked whole at its own length (the
-harness's "oracle" canvas; the context kept by decoding.context.split_context, the policy the language
-server and the harness use), one forward. acc = argmax hits; eos = share of
-middle positions whose argmax is EOS (none is EOS in truth); p_eos = mean EOS probability there. A DLM that
-learned from EOS-padded regions puts EOS mass on every masked position, and CoDiLA hands a position whose
-argmax is EOS to the AR as a hard EOS: this is how to see that prior.
+The benchmark's own middles, masked whole in the harness's canvas, are scored by
+`python -m benchmarks.dlm_middles`.
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from decoding.context import split_context
 from decoding.models import DiffusionLM, dlm_logits, load_dlm
 from training.pretrain import Corpus, corpus_files
 
@@ -60,30 +54,6 @@ def masked_scores(dlm: DiffusionLM, windows: torch.Tensor, rate: float, seed: in
     return {"acc": hits / max(n, 1), "ce": ce / max(n, 1), "n": n}
 
 
-@torch.no_grad()
-def middle_scores(dlm: DiffusionLM, tasks: list, max_context: int = 512) -> dict:
-    """{"acc", "eos", "p_eos", "n"} over the reference middles of `tasks` (benchmarks.tasks.Task), each
-    masked whole in the harness's oracle-length canvas (see the module docstring)."""
-    encode = dlm.tokenizer.encode
-    hits, eos, p_eos, n = 0, 0, 0.0, 0
-    for task in tasks:
-        prefix, middle, suffix = (encode(text, add_special_tokens=False)
-                                  for text in (task.prompt, task.canonical_solution, task.suffix))
-        if not middle or len(middle) >= max_context:
-            raise ValueError(f"task {task.task_id!r}: a middle of {len(middle)} tokens does not fit "
-                             f"a {max_context}-token context")
-        keep_prefix, keep_suffix = split_context(len(prefix), len(suffix), max_context - len(middle))
-        ids = prefix[len(prefix) - keep_prefix:] + [dlm.mask_id] * len(middle) + suffix[:keep_suffix]
-        logits = dlm_logits(dlm, torch.tensor([ids], device=dlm.device))[0].float()
-        probs = logits[keep_prefix:keep_prefix + len(middle)].softmax(-1)  # (M, V)
-        guess = probs.argmax(-1).cpu()
-        hits += int((guess == torch.tensor(middle)).sum())
-        eos += int((guess == dlm.eos_id).sum())
-        p_eos += float(probs[:, dlm.eos_id].sum())
-        n += len(middle)
-    return {"acc": hits / n, "eos": eos / n, "p_eos": p_eos / n, "n": n}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -93,10 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="0.15,0.5", help="masking rates, comma-separated (default 0.15,0.5)")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per window (default 512, pretraining's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks (default 0)")
-    p.add_argument("--tasks", action="append", default=[], metavar="JSONL",
-                   help="also score the reference middles of these benchmark task files (repeatable)")
-    p.add_argument("--limit", type=int, default=None, help="with --tasks: the first N tasks of each file")
-    p.add_argument("--max-context", type=int, default=512, help="with --tasks: canvas tokens (default 512)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON list instead of text")
@@ -108,12 +74,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--rates must be numbers in (0, 1] and --seq-len at least 2")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        if args.tasks:
-            from benchmarks.tasks import load_tasks
-
-            tasks = load_tasks(args.tasks, args.limit)
-        else:
-            tasks = []
         rows, windows, vocab = [], None, None
         for folder in args.dlm:
             dlm = load_dlm(folder, device=args.device, dtype="float32")
@@ -122,22 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             elif dlm.tokenizer.get_vocab() != vocab:
                 raise ValueError(f"{folder} has another tokenizer than {args.dlm[0]}: token accuracies do not compare")
             scores = {f"{r:g}": masked_scores(dlm, windows, r, args.seed) for r in rates}
-            if tasks:
-                scores["middles"] = middle_scores(dlm, tasks, args.max_context)
             rows.append({"dlm": str(folder), "windows": len(windows), **scores})
             if not args.json:
-                print(f"{folder}: " + "  ".join(_describe(key, s) for key, s in scores.items()), flush=True)
+                print(f"{folder}: " + "  ".join(f"@{key}: acc {s['acc']:.4f} ce {s['ce']:.4f} (n {s['n']})"
+                                                for key, s in scores.items()), flush=True)
     except ValueError as err:
         p.exit(2, f"python -m training.evaluate: error: {err}\n")
     if args.json:
         print(json.dumps(rows, indent=1))
     return 0
-
-
-def _describe(key: str, s: dict) -> str:
-    if key == "middles":
-        return f"middles: acc {s['acc']:.4f} eos {s['eos']:.4f} p_eos {s['p_eos']:.4f} (n {s['n']})"
-    return f"@{key}: acc {s['acc']:.4f} ce {s['ce']:.4f} (n {s['n']})"
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from training.corpus import stdlib_files
-from training.data import (SKIPPED_DIRS, SOURCE_SUFFIXES, Example, infill_sequence, pad_response, read_text,
-                           sample_infill, source_files)
+from training.corpus import SKIPPED_DIRS, SOURCE_SUFFIXES, read_text, source_files, stdlib_files
+from training.data import Example, infill_sequence, pad_response, sample_infill
 
 log = logging.getLogger("training.finetune")
 
@@ -285,8 +284,8 @@ class Dataset:
     """Training and validation items of one run. A record (an instruction record, or a source file) lands
     wholly on one side; validation takes at most a tenth of the items.
 
-    config: the FinetuneConfig (data, fields, lengths, block_size, budget, max_middle, val_samples, seed,
-    data_cache, output).
+    config: the run's training.config.FinetuneConfig (data, fields, lengths, block_size, budget, max_middle,
+    val_samples, seed, data_cache, output).
     """
 
     def __init__(self, config, tokenizer, rank: int = 0, eos_id: int | None = None):

@@ -16,11 +16,11 @@ Without `--tokenizer` a byte-level BPE is trained on the training split and save
 DLM's folder to the AR run so both share ids. The held-out benchmark files are never read. The run ends at
 `--max-steps` or `--max-minutes`, whichever comes first; the learning rate follows a cosine over whichever
 of the two is nearer, and the folder holds a complete, loadable model after every checkpoint.
+Every flag with its default and range: docs/training.md, made from training.config.PretrainConfig.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,68 +36,12 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from decoding.models import DiffusionLM, dlm_logits, load_tokenizer, make_bidirectional
-from training.corpus import stdlib_files
-from training.data import infill_sequence, read_text, sample_infill, source_files, split_validation
+from training.config import SIZES, PretrainConfig
+from training.corpus import read_text, source_files, split_validation, stdlib_files
+from training.data import infill_sequence, sample_infill
 from training.tokenizer import EOS, MASK, train_tokenizer
 
 log = logging.getLogger("training.pretrain")
-
-# Architectures: (hidden, layers, heads, kv_heads, intermediate). "default" is the shipped model.
-SIZES = {
-    # The DLM is sized for the compute two CPU cores give in about an hour (~20M tokens): a 6.5M-parameter
-    # (256, 6, 4, 2, 704) model saw a third as many tokens in that time and learned far less.
-    "dlm": {"default": (192, 4, 4, 2, 512), "tiny": (32, 2, 4, 2, 64)},
-    "ar": {"default": (192, 4, 4, 2, 512), "tiny": (32, 2, 4, 2, 64)},
-}
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """One pretraining run; validated on construction."""
-
-    model: str
-    output: str
-    corpus: str = "stdlib"
-    size: str = "default"
-    tokenizer: str | None = None
-    init: str | None = None
-    vocab_size: int = 4096
-    seq_len: int = 512
-    batch_size: int = 8
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 200
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    max_steps: int = 100_000
-    max_minutes: float = 60.0
-    eps: float = 1e-3
-    infill_share: float = 0.5
-    max_middle: int = 64
-    budget: int = 64
-    log_every: int = 10
-    eval_every: int = 200
-    save_every_minutes: float = 10.0
-    threads: int = 2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.model not in SIZES:
-            raise ValueError(f"model must be one of {', '.join(SIZES)}; got {self.model!r}")
-        if self.size not in SIZES[self.model]:
-            raise ValueError(f"size must be one of {', '.join(SIZES[self.model])}; got {self.size!r}")
-        for name in ("seq_len", "batch_size", "max_steps", "log_every", "eval_every", "threads", "budget",
-                     "max_middle"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if not 0 < self.lr < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("lr must be in (0, 1) and min_lr_ratio in [0, 1]")
-        if not 0 <= self.infill_share <= 1 or not 0 < self.eps < 1:
-            raise ValueError("infill_share must be in [0, 1] and eps in (0, 1)")
-        if self.max_middle > self.budget or self.budget >= self.seq_len:
-            raise ValueError("need max_middle <= budget < seq_len")
-        if self.max_minutes <= 0 or self.save_every_minutes <= 0:
-            raise ValueError("max_minutes and save_every_minutes must be positive")
 
 
 def build_model(config: PretrainConfig, vocab: int, eos_id: int) -> torch.nn.Module:
@@ -261,7 +204,8 @@ def save_model(model, tokenizer, folder: Path, extra_config: dict) -> None:
 
 def pretrain(config: PretrainConfig) -> Path:
     """Run one pretraining; returns the output folder (a loadable HF model folder)."""
-    torch.set_num_threads(config.threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     out = Path(config.output)
@@ -346,42 +290,7 @@ def lr_factor(step: int, progress: float, warmup_steps: int, min_ratio: float) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # what to train
-    p.add_argument("--model", required=True, choices=sorted(SIZES), help="dlm: Dream-layout diffusion LM; ar: Qwen3-layout causal LM")
-    p.add_argument("--output", required=True, help="folder for the HF model (config, safetensors, tokenizer) and metrics.jsonl")
-    p.add_argument("--corpus", default="stdlib", help="stdlib = the training split of the Python standard library; or a folder of source files")
-    p.add_argument("--size", default="default", help="architecture preset: default (the shipped model) or tiny (tests)")
-    p.add_argument("--tokenizer", default=None, help="folder with a tokenizer to reuse; unset = train a byte-level BPE here")
-    p.add_argument("--init", default=None, help="model folder to continue from (same architecture); unset = random init")
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary when training a tokenizer")
-    # optimisation
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per sample")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per step")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr as a share of the peak (0 = decay to zero)")
-    p.add_argument("--warmup-steps", type=int, default=200, help="linear warmup steps")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (0 = off)")
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
-    # budget
-    p.add_argument("--max-steps", type=int, default=100_000, help="stop after this many steps")
-    p.add_argument("--max-minutes", type=float, default=60.0, help="stop after this much wall time; the lr schedule ends with it")
-    p.add_argument("--save-every-minutes", type=float, default=10.0, help="write the model folder this often")
-    p.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
-    p.add_argument("--eval-every", type=int, default=200, help="steps between validation evaluations")
-    # the diffusion objective (DLM only)
-    p.add_argument("--eps", type=float, default=1e-3, help="lower bound of the noise level t ~ U(eps, 1)")
-    p.add_argument("--infill-share", type=float, default=0.5, help="share of samples in the editor's infill shape (0 = generic masking only)")
-    p.add_argument("--max-middle", type=int, default=64, help="longest infill middle in tokens")
-    p.add_argument("--budget", type=int, default=64, help="infill budget N: masked region = middle + EOS padding up to N")
-    # machine
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0, help="seeds data, masking and initialisation")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = PretrainConfig(**{k: v for k, v in vars(args).items()})
-    log.info("config: %s", json.dumps(dataclasses.asdict(config)))
-    pretrain(config)
+    pretrain(PretrainConfig.command_line("python -m training.pretrain", __doc__, argv))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from training.corpus import read_text
+
 log = logging.getLogger(__name__)
 
 EOS, MASK, THINK_OPEN, THINK_CLOSE = "<|endoftext|>", "<|mask|>", "<think>", "</think>"
@@ -23,6 +25,11 @@ SPECIAL_TOKENS = [EOS, MASK, THINK_OPEN, THINK_CLOSE]
 
 def train_tokenizer(files: Iterable[Path], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on the text of `files`; every string round-trips (no unknown token)."""
+    return tokenizer_from_texts((read_text(p) for p in files), vocab_size)
+
+
+def tokenizer_from_texts(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `texts`; the special tokens take ids 0..3."""
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + specials); got {vocab_size}")
     tok = Tokenizer(models.BPE())
@@ -30,7 +37,7 @@ def train_tokenizer(files: Iterable[Path], vocab_size: int = 4096) -> PreTrained
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator((_read(p) for p in files), trainer)
+    tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, mask_token=MASK,
                                    additional_special_tokens=[THINK_OPEN, THINK_CLOSE])
     assert [fast.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
@@ -38,16 +45,11 @@ def train_tokenizer(files: Iterable[Path], vocab_size: int = 4096) -> PreTrained
     return fast
 
 
-def _read(path: Path) -> str:
-    return Path(path).read_text(encoding="utf-8", errors="replace")
-
-
 def main(argv: list[str] | None = None) -> None:
     """python -m training.tokenizer --output DIR [--vocab-size 4096]: train on the training split, save to DIR."""
     import argparse
 
-    from training.corpus import stdlib_files
-    from training.data import split_validation
+    from training.corpus import split_validation, stdlib_files
 
     p = argparse.ArgumentParser(description="Train the default model's byte-level BPE on the training split.")
     p.add_argument("--output", required=True, help="folder for tokenizer.json + tokenizer_config.json")

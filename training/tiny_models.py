@@ -1,0 +1,66 @@
+"""Tiny models of the real layouts, built in a second with no download: for tests and the benchmarks' --tiny.
+
+    python -m training.tiny_models DIR      # writes DIR/dlm and DIR/ar
+
+- a byte-level BPE tokenizer (training.tokenizer's, on a few lines of code) with the special tokens the
+  method needs: <|endoftext|> (eos = pad), <|mask|>, <think>, </think>;
+- a DLM in the Dream layout: Qwen2 architecture, `dlm_logit_shift` and `mask_token_id` in config.json;
+- an AR executor in the Qwen3 layout with tied embeddings.
+Weights are random (seeded): these models test plumbing, not quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from training.tokenizer import EOS, MASK, tokenizer_from_texts
+
+_SAMPLE = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(10):\n    print(i)\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
+    "import os\nimport sys\n\nif __name__ == '__main__':\n    main()\n",
+]
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """Byte-level BPE saved in `folder`: every string round-trips; specials get ids 0..3."""
+    tokenizer = tokenizer_from_texts(_SAMPLE * 4, vocab_size)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_tiny_models(root: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> tuple[Path, Path]:
+    """Write a tiny DLM and AR under root/dlm and root/ar; returns (dlm_dir, ar_dir)."""
+    root = Path(root)
+    dlm_dir, ar_dir = root / "dlm", root / "ar"
+    torch.manual_seed(seed)
+    for folder in (dlm_dir, ar_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        tok = build_tokenizer(folder)
+    vocab = len(tok)
+    eos, mask = tok.convert_tokens_to_ids(EOS), tok.convert_tokens_to_ids(MASK)
+    dlm = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        eos_token_id=eos, pad_token_id=eos, bos_token_id=eos, tie_word_embeddings=False))
+    dlm.save_pretrained(dlm_dir)
+    cfg = json.loads((dlm_dir / "config.json").read_text())
+    cfg.update(dlm_logit_shift=True, mask_token_id=mask)
+    (dlm_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    ar = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=64,
+        eos_token_id=eos, pad_token_id=eos, bos_token_id=eos, tie_word_embeddings=True))
+    ar.save_pretrained(ar_dir)
+    return dlm_dir, ar_dir
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(*build_tiny_models(Path(sys.argv[1])))
