@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("codila", "codila-top1", "dlm")
+METHODS = ("auto", "verified", "ar", "codila", "codila-top1", "dlm")
 MODES = ("static", "dynamic")
 KV_CACHES = ("none", "prefix", "dual")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -131,9 +131,13 @@ class Setting:
 
 
 DECODE_SETTINGS: tuple[Setting, ...] = (
-    Setting("method", str, "codila", "codila (the AR decodes blocks from soft DLM marginals), codila-top1 "
-            "(ablation: the AR sees argmax tokens only), dlm (baseline: the DLM alone)", choices=METHODS),
-    Setting("block_size", int, 4, "B, tokens per AR block (2, 4 or 8 in the paper)", low=1, high=16),
+    Setting("method", str, "auto", "codila (the AR decodes blocks from soft DLM marginals), codila-top1 "
+            "(ablation: the AR sees argmax tokens only), dlm (baseline: the DLM alone); for a causal-context DLM "
+            "(the default model): verified (the base's greedy output, block_size tokens drafted per pass and "
+            "checked in the same pass), ar (the base alone, one token per pass); auto = verified for a "
+            "causal-context DLM, else codila", choices=METHODS),
+    Setting("block_size", int, 4, "B, tokens per AR block (2, 4 or 8 in the paper); method verified: tokens "
+            "drafted per pass", low=1, high=16),
     Setting("mode", str, "dynamic", "static: one whole block per iteration; dynamic: the longest block prefix "
             "with mean AR entropy below tau (a single token falls back to the DLM)", choices=MODES),
     Setting("tau", float, None, "dynamic threshold on mean AR entropy per token, in nats (higher = more tokens "
@@ -165,6 +169,8 @@ DECODE_SETTINGS: tuple[Setting, ...] = (
             high=10_000),
     Setting("token_healing", bool, True, "take the prefix's last token off the canvas; the middle must start "
             "with its text"),
+    Setting("read_suffix", bool, True, "methods ar / verified: the model reads the suffix through its FIM "
+            "tokens (false: it completes the prefix alone; the suffix still says where to stop)"),
     Setting("seed", int, 0, "seed of every sampler in one decode (same seed, same output)", low=0, high=2**63 - 1),
 )
 
@@ -192,6 +198,11 @@ class DecodeConfig:
         "codila"       - AR executor decodes blocks jointly from soft DLM marginals (the method).
         "codila-top1"  - ablation: the AR sees the embedding of each position's argmax token only.
         "dlm"          - baseline: the DLM alone commits tokens by its own confidence.
+        "verified"     - a causal-context DLM (decoding.fim): the base's greedy middle, `block_size` tokens
+                         drafted by the DLM adapter per pass and verified by the base in the same pass.
+        "ar"           - a causal-context DLM's base alone, greedy, one token per pass (the plain FIM
+                         completer a user would run instead; the output verified decoding reproduces).
+        "auto"         - verified for a causal-context DLM, codila for a bidirectional one (the presets).
     block_size:      B, tokens per AR block (codila methods). 2, 4 or 8 in the paper; any 1..16 accepted.
     mode:            "static" commits exactly one block (B tokens) per iteration;
                      "dynamic" commits the longest block prefix whose mean AR entropy is below `tau`.
@@ -226,10 +237,11 @@ class DecodeConfig:
     token_healing:   `infill` takes the prefix's last token off the canvas and makes the middle start
                      with its text (decoding.healing): a prefix cut mid-token, or at a newline the BPE
                      would have merged with the next line's indentation, is written as the model knows it.
+    read_suffix:     methods ar / verified: the suffix goes into the FIM prompt (False: prefix completion).
     seed:            seeds every sampler used by one decode; the same seed gives the same output.
     """
 
-    method: str = "codila"
+    method: str = "auto"
     block_size: int = 4
     mode: str = "dynamic"
     tau: float | None = None
@@ -249,6 +261,7 @@ class DecodeConfig:
     kv_cache: str = "none"
     cache_refresh: int = 4
     token_healing: bool = True
+    read_suffix: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -270,12 +283,15 @@ class DecodeConfig:
 # (`python -m benchmarks.server_latency --requests 30 --scope N`): p50 123 ms at scope 1, 513 ms at 2, 795 ms
 # at 10, with syntax_ok within one task of each other on the public set at a 64-token budget (MODEL_CARD.md).
 # accurate keeps the paper's scope 10: blocks in any order by entropy.
+# method auto: the default model (a causal-context DLM) decodes verified, drafting block_size tokens per pass
+# (its output is the base's greedy middle at every preset; the presets differ in speed only); a bidirectional
+# DLM (the real pair) decodes with CoDiLA and the other knobs.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(method="codila", block_size=8, mode="dynamic", scope=1, kv_cache="dual"),
+    "fast": dict(method="auto", block_size=8, mode="dynamic", scope=1, kv_cache="dual"),
     # static: fewer iterations than dynamic at the same B (0.25 vs ~0.36 DLM passes per token on the
-    # default model), hence the 32-token latency target; dynamic is the quality knob (MODEL_CARD.md)
-    "balanced": dict(method="codila", block_size=4, mode="static", scope=1, kv_cache="dual"),
-    "accurate": dict(method="codila", block_size=2, mode="dynamic", scope=10, kv_cache="none"),
+    # version 7 model); dynamic is the quality knob
+    "balanced": dict(method="auto", block_size=4, mode="static", scope=1, kv_cache="dual"),
+    "accurate": dict(method="auto", block_size=2, mode="dynamic", scope=10, kv_cache="none"),
 }
 
 

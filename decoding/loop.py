@@ -83,6 +83,11 @@ class DecodeStats:
     deadline_hit: bool = False
     tau: float | None = None  # the dynamic threshold in force (resolve_tau); None unless codila dynamic
     healing: str = "off"  # token healing: "off", "ok" (the middle spelled the healed text), "failed"
+    # verified decoding (decoding.fim): drafts proposed and accepted, prompt tokens computed and reused
+    drafted: int = 0
+    accepted: int = 0
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
 
     def as_dict(self) -> dict:
         """JSON-ready. Adds tokens_per_iteration (mean committed per iteration) and nfe_per_token (DLM
@@ -267,6 +272,26 @@ def make_strategy(models: ModelPair, config: DecodeConfig, stats: DecodeStats,
     return BlockStrategy(models, config, executor, rule, dlm_sampler, stats, ar_generator, sync, healing)
 
 
+def resolve_method(config: DecodeConfig, models: ModelPair) -> str:
+    """The method in force: "auto" is verified for a causal-context DLM, codila for a bidirectional one.
+    Raises ValueError for a method the loaded models cannot run."""
+    method = config.method
+    causal = models.dlm.fim is not None
+    if method == "auto":
+        method = "verified" if causal and models.dlm.fim.drafts else ("ar" if causal else "codila")
+    if method in ("ar", "verified") and not causal:
+        raise ValueError(f"method {method} needs a causal-context DLM (codila_dlm_layout 'fim', the default "
+                         "model); a bidirectional DLM decodes with codila or dlm")
+    if method == "verified" and not models.dlm.fim.drafts:
+        raise ValueError("method verified needs a DLM with a drafting adapter; this one has none (use ar)")
+    if method in ("codila", "codila-top1", "dlm") and causal:
+        raise ValueError(f"method {method} needs a bidirectional DLM over a canvas; this causal-context DLM "
+                         "decodes with verified or ar")
+    if method in ("codila", "codila-top1") and models.ar is None:
+        raise ValueError(f"method {method} needs an AR executor; none is loaded")
+    return method
+
+
 def resolve_tau(config: DecodeConfig, models: ModelPair) -> float:
     """The dynamic threshold in force: the config's, else the AR's own `codila_tau`, else DEFAULT_TAU."""
     if config.tau is not None:
@@ -283,19 +308,30 @@ def decode(
     cancel: Callable[[], bool] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     heal: bytes = b"",
+    stop: Callable[[str], str | None] | None = None,
 ) -> DecodeResult:
     """Fill `config.max_new_tokens` masked positions between prefix_ids and suffix_ids.
 
     heal: text the middle must start with (token healing: the prefix's last token, removed by the
     caller); the result's text leaves it out, its tokens include it. A middle that cannot spell it
     comes back as empty text (`stats.healing` "failed").
+    stop: text -> the finished middle, or None to go on (the editor's rule for where a completion ends):
+    methods ar / verified stop decoding there; the canvas methods cut their text with it.
     Raises ValueError for ids outside the DLM vocabulary or a mask id in the context, Cancelled when
     `cancel()` returns True before an iteration. Same models + inputs + config (seed) -> same result.
     """
     start = time.perf_counter()
     dlm = models.dlm
-    _check_ids("prefix_ids", prefix_ids, dlm.vocab_size, dlm.mask_id)
-    _check_ids("suffix_ids", suffix_ids, dlm.vocab_size, dlm.mask_id)
+    method = resolve_method(config, models)
+    _check_ids("prefix_ids", prefix_ids, dlm.vocab_size, None if dlm.fim else dlm.mask_id)
+    _check_ids("suffix_ids", suffix_ids, dlm.vocab_size, None if dlm.fim else dlm.mask_id)
+    if method in ("ar", "verified"):  # the causal-context DLM: the base's greedy middle (decoding.fim)
+        from decoding.fim import generate
+
+        return generate(dlm.fim, prefix_ids, suffix_ids if config.read_suffix else None, config.max_new_tokens,
+                        draft=config.block_size if method == "verified" else 0, heal=heal, stop=stop,
+                        cancel=cancel, on_step=on_step)
+    config = config.replace(method=method)
     device = dlm.device
     N, B, mask_id, eos_id = config.max_new_tokens, config.block_size, dlm.mask_id, dlm.eos_id
     _check_lengths(models, len(prefix_ids) + N + len(suffix_ids), B)
@@ -310,7 +346,7 @@ def decode(
     dynamic = config.method != "dlm" and config.mode == "dynamic"
     stats = DecodeStats(tau=resolve_tau(config, models) if dynamic else None)  # the strategy reads it
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    ar_device = models.ar.device
+    ar_device = models.ar.device if models.ar is not None else device
     ar_generator = generator if ar_device == device else torch.Generator(device=ar_device).manual_seed(config.seed)
     forward = make_marginals_stage(dlm, canvas, config.kv_cache, config.cache_refresh, config.eos_penalty)
     healing = Healing(TokenTexts.of(dlm.tokenizer, dlm.vocab_size), heal) if heal else None
@@ -370,6 +406,8 @@ def decode(
         healed = healing.strip(text)
         stats.healing = "failed" if healed is None else "ok"
         text = healed or ""
+    if stop is not None:
+        text = stop(text + "\n") or text  # the canvas ends the middle itself: cut what the rule would
     stats.seconds = time.perf_counter() - start
     stats.other_seconds = stats.seconds - stats.dlm_seconds - stats.ar_seconds
     return DecodeResult(text, tokens, stats, middle_ids)
@@ -385,6 +423,7 @@ def infill(
     max_suffix_tokens: int | None = None,
     cancel: Callable[[], bool] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    stop: Callable[[str], str | None] | None = None,
 ) -> DecodeResult:
     """Text in, middle text out. Keeps the LAST max_prefix_tokens of the prefix and the FIRST
     max_suffix_tokens of the suffix (None = all). Completion: suffix "".
@@ -406,18 +445,18 @@ def infill(
     if config.token_healing:
         healed = heal_prefix(prefix_ids, TokenTexts.of(tok, models.dlm.vocab_size), _special_ids(tok))
         prefix_ids, heal = healed.prefix_ids, healed.removed
-    return decode(models, prefix_ids, suffix_ids, config, cancel=cancel, on_step=on_step, heal=heal)
+    return decode(models, prefix_ids, suffix_ids, config, cancel=cancel, on_step=on_step, heal=heal, stop=stop)
 
 
 def _special_ids(tokenizer) -> frozenset[int]:
     return frozenset(getattr(tokenizer, "all_special_ids", None) or ())
 
 
-def _check_ids(name: str, ids: list[int], vocab: int, mask_id: int) -> None:
+def _check_ids(name: str, ids: list[int], vocab: int, mask_id: int | None) -> None:
     for t in ids:
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
             raise ValueError(f"{name} must be token ids in [0, {vocab}); got {t!r}")
-        if t == mask_id:
+        if mask_id is not None and t == mask_id:
             raise ValueError(f"{name} contains the mask id {mask_id}; the context must be plain text")
 
 
@@ -427,7 +466,7 @@ def _check_lengths(models: ModelPair, canvas_len: int, B: int) -> None:
     if dlm_max is not None and canvas_len > dlm_max:
         raise ValueError(f"prefix + max_new_tokens + suffix = {canvas_len} tokens, more than the DLM's "
                          f"{dlm_max} positions; keep less context (max_prefix_tokens / max_suffix_tokens)")
-    ar_max = getattr(getattr(models.ar.model, "config", None), "max_position_embeddings", None)
+    ar_max = getattr(getattr(models.ar.model, "config", None), "max_position_embeddings", None) if models.ar else None
     if ar_max is not None and 2 * B + 2 > ar_max:
         raise ValueError(f"block_size {B} needs {2 * B + 2} AR positions; the AR has {ar_max}")
 

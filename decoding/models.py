@@ -1,8 +1,12 @@
 """Loading the two models of the CoDiLA stack from local Hugging Face folders (safetensors only).
 
-- The DLM: a Dream-family checkpoint (model_type "Dream") mapped onto transformers' Qwen2 classes, or any
-  plain Qwen2/Qwen3/Llama checkpoint, always run with bidirectional attention.
-- The AR executor: any transformers causal LM (Qwen3-0.6B in the paper), run causally.
+- The DLM, in one of two attention layouts (`codila_dlm_layout` in its config.json):
+  "bidirectional" (the default): a Dream-family checkpoint (model_type "Dream") mapped onto transformers' Qwen2
+  classes, or any plain Qwen2/Qwen3/Llama checkpoint, run with bidirectional attention over the whole canvas;
+  "fim": a causal fill-in-the-middle base whose LoRA adapter drafts behind the frontier (decoding.fim; the
+  default model): the adapter stays unmerged, switched on per position.
+- The AR executor: any transformers causal LM (Qwen3-0.6B in the paper), run causally. Optional for a
+  "fim" DLM, which decodes (methods ar and verified) without one.
 
 Wherever a model folder is accepted, a peft LoRA adapter folder (adapter_config.json +
 adapter_model.safetensors) is accepted too: its base (`base_model_name_or_path`, see `resolve_base`) is
@@ -29,6 +33,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from decoding.base import is_model_reference, resolve_model_path
+from decoding.fim import FimLM, wrap_fim
 from decoding.soft import VocabAlignment
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model")
 MAX_ADAPTER_CHAIN = 8  # an adapter's base may itself be an adapter; deeper chains are a cycle or a mistake
 DEFAULT_BOUNDARY_TOKENS = ("<think>", "</think>")
+DLM_LAYOUTS = ("bidirectional", "fim")
 # A turn-end token that ends a middle as EOS does (Dream-Coder's instruct turns close with <|im_end|>)
 TURN_END_TOKENS = ("<|im_end|>",)
 _SANITY_TEXT = "def add(a, b):\n    return a + b  # sum\n\nprint(add(1, 2))\n"
@@ -90,6 +96,7 @@ class DiffusionLM:
     config.json), never guessed.
     stop_ids: ids other than eos_id that end the middle as EOS does (Dream-Coder's `<|im_end|>`); the
     marginals fold their probability into EOS (`fold_stop_tokens`).
+    fim: the causal-context view (layout "fim", decoding.fim), None for a bidirectional DLM.
     """
 
     model: PreTrainedModel
@@ -98,6 +105,7 @@ class DiffusionLM:
     eos_id: int
     logit_shift: bool
     stop_ids: tuple[int, ...] = ()
+    fim: FimLM | None = None
 
     @property
     def device(self) -> torch.device:
@@ -148,11 +156,14 @@ class ExecutorLM:
 
 @dataclass
 class ModelPair:
-    """Everything one decode needs: the DLM, the AR executor and how their vocabularies line up."""
+    """Everything one decode needs: the DLM, the AR executor and how their vocabularies line up.
+
+    ar / alignment are None for a causal-context DLM loaded without an executor (methods ar and verified
+    need none; codila asks for one)."""
 
     dlm: DiffusionLM
-    ar: ExecutorLM
-    alignment: VocabAlignment
+    ar: ExecutorLM | None
+    alignment: VocabAlignment | None
 
 
 def dlm_logits(dlm: DiffusionLM, input_ids: torch.Tensor) -> torch.Tensor:
@@ -317,21 +328,8 @@ def merge_adapters(model: PreTrainedModel, source: ModelSource) -> PreTrainedMod
 
 
 def _merge_lora(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
-    from peft import LoraConfig, PeftModel, set_peft_model_state_dict  # imported here: only adapters need it
-    from safetensors.torch import load_file
-
-    spec = LoraConfig.from_pretrained(str(adapter))
-    spec.inference_mode = True
-    wrapped = PeftModel(model, spec)
-    weights = load_file(adapter / ADAPTER_WEIGHTS, device=str(model.device))
-    result = set_peft_model_state_dict(wrapped, weights)
-    # a LoRA matrix the adapter does not provide would stay at its random init: refuse, as for a base weight
-    missing = [k for k in result.missing_keys if "lora_" in k and ".default" in k]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"{adapter}: adapter weights do not match the base model "
-                         f"{getattr(model, 'name_or_path', '')}: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
-    merged = wrapped.merge_and_unload()
-    log.info("merged LoRA adapter %s (rank %s, %d tensors)", adapter, spec.r, len(weights))
+    merged = _attach_lora(model, adapter).merge_and_unload()
+    log.info("merged LoRA adapter %s", adapter)
     return merged
 
 
@@ -349,6 +347,12 @@ def load_dlm(
     source = locate_model(path)
     dev = resolve_device(device)
     raw = source.config()
+    layout = raw.get("codila_dlm_layout", "bidirectional")
+    if layout not in DLM_LAYOUTS:
+        raise ValueError(f"{source.folder}/config.json: codila_dlm_layout must be one of {', '.join(DLM_LAYOUTS)}; "
+                         f"got {layout!r}")
+    if layout == "fim":
+        return load_fim_dlm(source, dev, dtype, trust_remote_code, attn_implementation)
     is_dream = str(raw.get("model_type", "")).lower() == "dream"
     kwargs = dict(dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
                   attn_implementation=attn_implementation, device_map=dev)
@@ -379,6 +383,89 @@ def load_dlm(
     log.info("DLM %s: %s, %s on %s, mask=%d eos=%d stops=%s shift=%s", source.folder, type(model).__name__,
              model.dtype, dev, mask_id, eos_id, list(stop_ids), logit_shift)
     return DiffusionLM(model, tokenizer, mask_id, eos_id, logit_shift, stop_ids)
+
+
+def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", trust_remote_code: bool = False,
+                 attn_implementation: str = "sdpa") -> DiffusionLM:
+    """A causal-context DLM (layout "fim"): the base, causal, with its last LoRA adapter left unmerged as the
+    drafter (decoding.fim); earlier adapters of a chain are merged. With no adapter: the base alone, which
+    decodes with method ar only."""
+    raw = source.config()
+    model, info = AutoModelForCausalLM.from_pretrained(
+        source.base, dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
+        trust_remote_code=trust_remote_code, attn_implementation=attn_implementation, output_loading_info=True,
+        device_map=dev)
+    _check_loading(source.base, info)
+    *merged, drafter = source.adapters or (None,)
+    model = merge_adapters(model, ModelSource(source.base, tuple(merged)))
+    if drafter is not None:
+        model = _attach_lora(model, drafter)
+    for key, value in source.overrides().items():
+        setattr(model.config, key, value)
+    _freeze(model)
+    tokenizer = load_tokenizer(source.tokenizer_folder, trust_remote_code)
+    check_tokenizer(tokenizer, model.get_output_embeddings().weight.shape[0], source.tokenizer_folder)
+    fim = wrap_fim(model, tokenizer, drafting=drafter is not None)
+    if fim.fim_ids is None:
+        raise ValueError(f"{source.folder}: codila_dlm_layout 'fim' needs a tokenizer with FIM tokens")
+    eos_id = _special_id(raw, tokenizer, "eos_token_id", ())
+    log.info("DLM %s: causal FIM context, %s drafting adapter, %s on %s", source.folder,
+             "with a" if fim.drafts else "no", model.dtype, dev)
+    return DiffusionLM(model, tokenizer, fim.draft_id if fim.draft_id is not None else eos_id, eos_id, True,
+                       tuple(sorted(fim.stop_ids - {eos_id})), fim)
+
+
+def load_fim_base(path: str | Path, device: str = "auto", dtype: str = "auto") -> ModelPair:
+    """A plain causal LM (a folder, base:NAME or .gguf) as a model pair that decodes with method ar: what a
+    plain fill-in-the-middle completer gives (its FIM tokens read the suffix; a model without them completes
+    the prefix)."""
+    source = locate_model(path)
+    if source.adapters:
+        raise ValueError(f"{path} is an adapter folder; give the plain model it was trained from")
+    dlm = load_fim_dlm(source, resolve_device(device), dtype) if _has_fim_tokens(source) else \
+        _plain_causal(source, resolve_device(device), dtype)
+    return ModelPair(dlm, None, None)
+
+
+def _has_fim_tokens(source: ModelSource) -> bool:
+    tokenizer = load_tokenizer(source.tokenizer_folder)
+    return all(tokenizer.convert_tokens_to_ids(t) not in (None, tokenizer.unk_token_id)
+               for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
+
+
+def _plain_causal(source: ModelSource, dev: torch.device, dtype: str) -> DiffusionLM:
+    raw = source.config()
+    model, info = AutoModelForCausalLM.from_pretrained(
+        source.base, dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
+        output_loading_info=True, device_map=dev)
+    _check_loading(source.base, info)
+    _freeze(model)
+    tokenizer = load_tokenizer(source.tokenizer_folder)
+    fim = wrap_fim(model, tokenizer, drafting=False)
+    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(fim.stop_ids)
+    return DiffusionLM(model, tokenizer, eos_id, eos_id, True, tuple(sorted(fim.stop_ids - {eos_id})), fim)
+
+
+def _attach_lora(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
+    """`model` wrapped with the LoRA adapter in `adapter`, unmerged, in the base's dtype."""
+    from peft import LoraConfig, PeftModel, set_peft_model_state_dict  # imported here: only adapters need it
+    from safetensors.torch import load_file
+
+    spec = LoraConfig.from_pretrained(str(adapter))
+    spec.inference_mode = True
+    wrapped = PeftModel(model, spec)
+    weights = load_file(adapter / ADAPTER_WEIGHTS, device=str(model.device))
+    result = set_peft_model_state_dict(wrapped, weights)
+    # a LoRA matrix the adapter does not provide would stay at its random init: refuse, as for a base weight
+    missing = [k for k in result.missing_keys if "lora_" in k and ".default" in k]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{adapter}: adapter weights do not match the base model "
+                         f"{getattr(model, 'name_or_path', '')}: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    for name, param in wrapped.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.to(model.dtype)
+    log.info("LoRA adapter %s: rank %s, %d tensors", adapter, spec.r, len(weights))
+    return wrapped
 
 
 def check_codila_tau(tau: object, where: str) -> None:
@@ -464,6 +551,10 @@ def load_models(
     if ar_backend != "torch":
         raise ValueError(f"ar_backend must be torch; got {ar_backend!r}")
     dlm = load_dlm(dlm_path or DEFAULT_MODEL_DIR / "dlm", device, dtype, trust_remote_code)
+    if ar_path is None and not (DEFAULT_MODEL_DIR / "ar").exists():  # the default model ships no executor
+        if dlm.fim is not None:
+            return ModelPair(dlm, None, None)  # a causal-context DLM decodes without one (methods ar, verified)
+        raise ValueError("a bidirectional DLM needs an AR executor, and the default model ships none: give ar_path")
     ar = load_ar(ar_path or DEFAULT_MODEL_DIR / "ar", device, dtype, trust_remote_code, boundary_tokens)
     alignment = VocabAlignment.from_tokenizers(
         dlm.tokenizer, ar.tokenizer, dlm_vocab=dlm.vocab_size, ar_vocab=ar.embeddings.shape[0],
