@@ -3,7 +3,7 @@
     SPEC    := METHOD [":" ARGUMENTS]
     METHOD  := "dlm" | "codila" | "codila-top1"      the decoder alone, on the harness's protocol
              | "preset"                             the editor's whole pipeline: ARGUMENTS = NAME [",", SETTING...]
-             | "ar"                                 a plain causal LM from the prefix: ARGUMENTS = [model=PATH]
+             | "ar"                                 the base alone: ARGUMENTS = ["prefix"] [, model=PATH] [, SETTING...]
     SETTING := KEY "=" VALUE
 
 Two kinds, because they answer two questions:
@@ -33,8 +33,9 @@ below and add its parser to PARSERS.
     codila:b=4,budget_ms=300,kv=dual
     preset:balanced         what the editor runs at its default settings
     preset:fast,max_new_tokens=32,syntax_check=off
-    ar                      the executor's base as a plain left-to-right completer (decoding.complete)
-    ar:model=base:smollm2-135m
+    ar                      the DLM's base alone as a plain FIM completer (method ar), in the editor's pipeline
+    ar:prefix               the same from the prefix alone (the suffix only says where to stop)
+    ar:model=base:qwen2.5-coder-0.5b,max_new_tokens=32
 """
 
 from __future__ import annotations
@@ -138,37 +139,48 @@ class PresetSpec:
 
 @dataclass(frozen=True)
 class ArSpec:
-    """The plain left-to-right baseline (decoding.complete): a causal LM completing from the prefix alone, with
-    token healing, stopping as an editor tool does. `model`: a folder, base:NAME or .gguf; None = the executor's
-    base (the model the AR executor was fine-tuned from, before its adapter), so each table shows what the
-    executor's own base gives a user without the DLM. Like the editor (and unlike the decoder specs) it does not
-    get the reference's length: up to `max_new_tokens` tokens from `context_tokens` of prefix, the server's
-    defaults, so it compares with preset: rows on equal terms."""
+    """The row a user would pick instead: the base alone as a plain completer, greedy, with token healing,
+    through the editor's own pipeline (window, where a completion ends, tidy, verify), so it compares with
+    preset: rows on equal terms (the editor's budget and context, never the reference's length).
+
+    prefix_only: False reads the suffix through the base's FIM tokens (`ar`); True completes the prefix alone
+    (`ar:prefix`), the suffix only saying where to stop. model: a plain causal LM (a folder, base:NAME or
+    .gguf); None = the loaded causal-context DLM's own base (the default model), or for a bidirectional pair
+    the executor's base (the model the executor was fine-tuned from)."""
 
     spec: str
     model: str | None = None
-    max_new_tokens: int = ServerSettings.max_new_tokens
-    context_tokens: int = ServerSettings.context_tokens
-    token_healing: bool = True
+    prefix_only: bool = False
+    settings: ServerSettings = ServerSettings()
     uses_length = False
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "ar", "model": self.model or "the executor's base", "decoding": "greedy",
-                "token_healing": self.token_healing, "max_new_tokens": self.max_new_tokens,
-                "context_tokens": self.context_tokens}
+        return {"method": "ar", "model": self.model or "the DLM's base (else the executor's)", "decoding": "greedy",
+                "reads_suffix": not self.prefix_only, "token_healing": True,
+                "pipeline": "lsp_server.pipeline.complete", "max_new_tokens": self.settings.max_new_tokens,
+                "context_tokens": self.settings.context_tokens}
 
     def infill(self, models: Any, task: Task, max_new_tokens: int, max_context: int) -> Middle:
-        """Up to self.max_new_tokens, from the last context_tokens prefix tokens (the suffix only says where to
-        stop: the model cannot read it); the harness's length and context do not apply, as for preset: rows."""
-        from decoding.complete import complete, load_plain_ar
+        """The editor's completion at the task's gap with method ar (the harness's length does not apply)."""
+        from decoding.models import load_fim_base
 
-        ar = models.ar
-        model, tokenizer = load_plain_ar(self.model or ar.model.name_or_path, ar.device, ar.model.dtype)
+        model = self.model or (None if models.dlm.fim is not None else str(models.ar.model.name_or_path))
+        pair = models if model is None else _plain(model, load_fim_base, models)
+        config = self.settings.decode_config().replace(method="ar", read_suffix=not self.prefix_only)
         started = time.perf_counter()
-        result = complete(model, tokenizer, task.prompt, task.suffix, self.max_new_tokens,
-                          max_prefix_tokens=self.context_tokens, token_healing=self.token_healing)
-        return Middle(result.text, result.stats.as_dict(), self.max_new_tokens,
+        completion = pipeline.complete(pair, task_context(task), self.settings, config=config)
+        return Middle(completion.text, completion.stats, self.settings.max_new_tokens,
                       (time.perf_counter() - started) * 1000)
+
+
+_PLAIN: dict[str, Any] = {}
+
+
+def _plain(path: str, load: Callable, models: Any) -> Any:
+    """A plain causal LM as a model pair, loaded once per process on the models' device."""
+    if path not in _PLAIN:
+        _PLAIN[path] = load(path, device=str(models.dlm.device), dtype="auto")
+    return _PLAIN[path]
 
 
 def task_context(task: Task) -> Context:
@@ -210,33 +222,21 @@ def _preset_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> 
 
 
 def _ar_spec(spec: str, method: str, arguments: str, base: DecodeConfig) -> ArSpec:
-    values: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in arguments.split(","))):
+    """ar[:prefix][,model=PATH][,EDITOR SETTING=VALUE...]"""
+    parts = [part.strip() for part in arguments.split(",") if part.strip()]
+    prefix_only = bool(parts) and parts[0] == "prefix"
+    model = None
+    settings = []
+    for item in parts[1 if prefix_only else 0:]:
         key, eq, value = (part.strip() for part in item.partition("="))
-        if key not in AR_KEYS or not eq or not value or key in values:
-            raise ValueError(f"ar takes model=PATH (default: the executor's base), max_new_tokens=N, "
-                             f"context_tokens=N (default: the editor's) and token_healing=BOOL, each once; "
-                             f"got {item!r}")
-        if key == "model":
-            values[key] = value
+        if key == "model" and eq and value and model is None:
+            model = value
+        elif key in ("prefix", "model"):
+            raise ValueError(f"ar takes [prefix], then model=PATH once and editor settings; got {item!r}")
         else:
-            values[key] = _bool(key, value) if key == "token_healing" else _positive_int(key, value)
-    return ArSpec(spec, **values)
-
-
-AR_KEYS = ("model", "max_new_tokens", "context_tokens", "token_healing")
-
-
-def _bool(key: str, value: str) -> bool:
-    if value.lower() not in ("true", "false"):
-        raise ValueError(f"ar: {key} must be true or false; got {value!r}")
-    return value.lower() == "true"
-
-
-def _positive_int(key: str, value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"ar: {key} must be a positive integer; got {value!r}")
-    return int(value)
+            settings.append(item)
+    values = _settings(",".join(settings), PRESET_ROWS, PRESET_ALIASES)
+    return ArSpec(spec, model, prefix_only, ServerSettings(**values))
 
 
 PARSERS: dict[str, Callable[[str, str, str, DecodeConfig], Decoder]] = {

@@ -1,7 +1,8 @@
 """The product: the completion an editor gets for a cursor, as one function.
 
     complete(models, context, settings) -> Completion
-        cache -> binary check -> context window -> decoding.infill -> tidy -> verify -> result
+        cache -> binary check -> context window -> decoding.infill (ending where the editor's rule says)
+        -> tidy -> verify -> worth showing? -> result
 
 The language server runs it for every inline completion, completion and infill request (lsp_server.engine
 schedules it on the model thread), and the benchmark harness runs it for `preset:NAME` decoders
@@ -24,7 +25,7 @@ import decoding
 from verify import check_insertion
 
 from lsp_server.settings import ServerSettings
-from lsp_server.text import Context, looks_binary, tidy, window
+from lsp_server.text import Context, ending, looks_binary, tidy, window, worth_showing
 
 BINARY_PROBE = 4096  # characters each side of the cursor checked for binary content
 
@@ -51,13 +52,15 @@ class Completion:
 
 
 def complete(models: Any, context: Context, settings: ServerSettings, *,
+             config: "decoding.DecodeConfig | None" = None,
              cache: "SuggestionCache | None" = None,
              cancel: Callable[[], bool] | None = None,
              on_step: Callable[[Any], None] | None = None,
              on_decode: Callable[[], None] | None = None) -> Completion:
     """The completion for `context` (the text before and after a cursor or selection) with `settings`.
 
-    models:    a decoding.ModelPair. cache: answers a user typing through an earlier suggestion and keeps
+    models:    a decoding.ModelPair. config: decode with this instead of settings.decode_config() (the
+               benchmark's ar rows: the same pipeline, another decoder). cache: answers a user typing through an earlier suggestion and keeps
                this one (None in the benchmark). cancel: checked before every decoder iteration.
     on_step:   receives the decoder's StepInfo after each iteration; on_decode: called as the decode starts.
     Raises what the decoder raises for input it cannot take (ValueError).
@@ -77,9 +80,9 @@ def complete(models: Any, context: Context, settings: ServerSettings, *,
         on_decode()
     started = time.perf_counter()
     try:
-        result = decoding.infill(models, gap.prefix, gap.suffix, settings.decode_config(),
+        result = decoding.infill(models, gap.prefix, gap.suffix, config or settings.decode_config(),
                                  max_prefix_tokens=gap.prefix_tokens, max_suffix_tokens=gap.suffix_tokens,
-                                 cancel=cancel, on_step=on_step)
+                                 cancel=cancel, on_step=on_step, stop=ending(context))
     except decoding.Cancelled:
         return Completion("", "stopped", window_ms=window_ms, decode_ms=_ms_since(started))
     decode_ms = _ms_since(started)
@@ -88,9 +91,10 @@ def complete(models: Any, context: Context, settings: ServerSettings, *,
     tidied = tidy(result.text, context)
     tidy_ms = _ms_since(started)
     verdict = check_insertion(context.prefix, tidied, context.suffix, context.language, settings.syntax_check)
+    text = verdict.text if worth_showing(verdict.text, context) else ""
     if cache is not None:
-        cache.store(context, verdict.text)
-    return Completion(verdict.text, "ok" if verdict.text else "empty", verdict.status, result.stats.as_dict(),
+        cache.store(context, text)
+    return Completion(text, "ok" if text else "empty", verdict.status, result.stats.as_dict(),
                       window_ms, decode_ms, tidy_ms, verdict.millis)
 
 

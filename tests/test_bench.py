@@ -53,13 +53,13 @@ def test_a_preset_spec_is_the_editor_settings_of_that_preset():
 
 def test_an_ar_spec_names_the_plain_baseline_and_its_model():
     plain = parse_spec("ar")
-    assert plain.model is None and plain.describe()["model"] == "the executor's base"
+    assert plain.model is None and plain.describe()["model"].startswith("the DLM's base")
     # like the editor, not like the decoder specs: no reference length, the server's budget and context
-    assert not plain.uses_length
-    assert (plain.max_new_tokens, plain.context_tokens) == (ServerSettings().max_new_tokens, ServerSettings().context_tokens)
-    assert parse_spec("ar:model=base:smollm2-135m").model == "base:smollm2-135m"
-    assert parse_spec("ar:max_new_tokens=16,context_tokens=256").max_new_tokens == 16
-    assert plain.token_healing and not parse_spec("ar:token_healing=false").token_healing
+    assert not plain.uses_length and plain.settings == ServerSettings()
+    assert plain.describe()["reads_suffix"] and not parse_spec("ar:prefix").describe()["reads_suffix"]
+    assert parse_spec("ar:model=base:qwen2.5-coder-0.5b").model == "base:qwen2.5-coder-0.5b"
+    tuned = parse_spec("ar:prefix,max_new_tokens=16,context_tokens=256")
+    assert tuned.prefix_only and tuned.settings == ServerSettings(max_new_tokens=16, context_tokens=256)
 
 
 def test_spec_settings_go_on_top_of_the_harness_base_config():
@@ -68,11 +68,11 @@ def test_spec_settings_go_on_top_of_the_harness_base_config():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("beam:k=1", "method must be one of codila, codila-top1, dlm, preset, ar"),
-    ("ar:k=1", "ar takes model=PATH"),
-    ("ar:max_new_tokens=0", "max_new_tokens must be a positive integer"),
-    ("ar:model=a,model=b", "each once"),
-    ("ar:token_healing=maybe", "token_healing must be true or false"),
+    ("beam:k=1", "method must be one of auto, verified, ar, codila, codila-top1, dlm, preset"),
+    ("ar:k=1", "unknown key 'k'"),
+    ("ar:max_new_tokens=0", "max_new_tokens must be between 1"),
+    ("ar:model=a,model=b", "model=PATH once"),
+    ("ar:prefix,prefix", "ar takes [prefix]"),
     ("dlm:q=1", "unknown key 'q'; valid keys: k, conf, b, budget_ms, kv, block_size"),
     ("dlm:k=two", "tokens_per_step='two' is not a valid integer"),
     ("dlm:k", "'k' is not KEY=VALUE"),

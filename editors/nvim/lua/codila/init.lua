@@ -330,7 +330,7 @@ H.settings_schema = {
   dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16' } },
   arBackend = { type = 'string', enum = { 'torch' } },
   trustRemoteCode = { type = 'boolean' },
-  method = { type = 'string', enum = { 'codila', 'codila-top1', 'dlm' }, nullable = true },
+  method = { type = 'string', enum = { 'auto', 'verified', 'ar', 'codila', 'codila-top1', 'dlm' }, nullable = true },
   blockSize = { type = 'integer', min = 1, max = 16, nullable = true },
   mode = { type = 'string', enum = { 'static', 'dynamic' }, nullable = true },
   tau = { type = 'number', min = 0, max = 100, nullable = true },
