@@ -1,0 +1,360 @@
+"""Train the drafting adapter of a causal-context DLM (decoding.fim): the default model's DLM.
+
+    python -m training.draft --out ~/.cache/codila-lsp/runs/draft --minutes 60
+    python -m training.draft --out RUN --resume           # a killed run goes on from its last checkpoint
+    python -m training.draft --out RUN --export decoding/default_model/dlm
+
+The base (Qwen2.5-Coder-0.5B by default) stays frozen and is never changed where it decides the output: the
+context runs causally with the adapter off, so the base's own next token is exact. The adapter is trained
+only where parallel decoding needs it, behind the frontier: a block of K mask tokens placed after a context
+that ends j tokens into a true middle, attending to the whole context and bidirectionally to itself, whose
+output k must predict what the base itself would write k + 1 places after the frontier.
+
+The target is the base's own distribution there (self-distillation, free: the causal pass that builds the
+context's keys and values over prefix, suffix and the true middle also gives the base's prediction at every
+middle position), so the adapter learns to agree with the verifier rather than with the data. The loss is
+KL(base || draft) per masked position. Several blocks (different j) share one context pass.
+
+Samples are editor-shaped: a cut in a Python file of the standard library's training split (never the
+benchmark's held-out files, nor the dev files tuning reads), a prefix of up to `prefix_tokens`, a middle of
+`middle_tokens`, a suffix of up to `suffix_tokens` after it.
+
+State lives in --out: `checkpoint.pt` (adapter, optimiser, step, random state; written atomically every
+`save_every` steps) and `log.jsonl` (the learning curve). Validation every `eval_every` steps on fixed
+samples from the dev split: draft agreement with the base at offsets 1..K and the expected accepted tokens
+per pass (1 + the sum over k of the chance that drafts 1..k all agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from training.corpus import stdlib_files
+from training.corpus import read_text, split_validation
+
+log = logging.getLogger("training.draft")
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class DraftConfig:
+    base: str = "base:qwen2.5-coder-0.5b"
+    out: str = "runs/draft"
+    minutes: float = 60.0  # wall-clock budget of this invocation (a resumed run gets its own)
+    steps: int = 100_000  # upper bound on optimiser steps in total
+    batch: int = 8  # samples per optimiser step (accumulated one at a time)
+    blocks: int = 4  # blocks (different j) per sample, sharing one context pass
+    block_sizes: tuple[int, ...] = (4, 8)  # K of each sample, drawn from these
+    prefix_tokens: int = 128
+    suffix_tokens: int = 32
+    middle_tokens: int = 32
+    rank: int = 16
+    alpha: int = 32
+    lr: float = 3e-4
+    warmup: int = 20
+    eval_every: int = 50
+    eval_samples: int = 48
+    save_every: int = 10
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.blocks < 1 or self.rank < 1 or not self.block_sizes:
+            raise ValueError("batch, blocks, rank must be >= 1 and block_sizes non-empty")
+        if min(self.block_sizes) < 1 or max(self.block_sizes) + 2 > self.middle_tokens:
+            raise ValueError("block sizes must be >= 1 and leave room in the middle (middle_tokens > K + 1)")
+        if not 0 < self.lr < 1 or self.minutes <= 0:
+            raise ValueError("lr must be in (0, 1) and minutes > 0")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Samples
+
+@dataclass
+class Sample:
+    """context: FIM ids up to <|fim_middle|>; middle: the true middle ids (len middle_tokens)."""
+
+    context: list[int]
+    middle: list[int]
+
+
+class Samples:
+    """Editor-shaped cuts of source files, tokenised as the editor sends them (prefix, middle, suffix apart)."""
+
+    def __init__(self, files: list[Path], tokenizer, config: DraftConfig, fim_ids: tuple[int, int, int]):
+        self.files, self.tok, self.config, self.fim_ids = files, tokenizer, config, fim_ids
+        self._texts: dict[Path, str] = {}
+
+    def text(self, path: Path) -> str:
+        if path not in self._texts:
+            if len(self._texts) > 2000:
+                self._texts.clear()
+            self._texts[path] = read_text(path)
+        return self._texts[path]
+
+    def draw(self, rng: random.Random) -> Sample:
+        c = self.config
+        while True:
+            text = self.text(rng.choice(self.files))
+            if len(text) < 400:
+                continue
+            # cursors sit at a line's indentation or inside a line
+            cut = rng.randrange(0, len(text) - 200)
+            line_start = text.rfind("\n", 0, cut) + 1
+            if rng.random() < 0.5:
+                cut = line_start + len(text[line_start:cut]) - len(text[line_start:cut].lstrip()) if \
+                    text[line_start:cut].strip() == "" else cut
+            head = text[max(0, cut - 6 * c.prefix_tokens):cut]
+            rest = text[cut:cut + 12 * (c.middle_tokens + c.suffix_tokens)]
+            middle_ids = self.tok.encode(rest, add_special_tokens=False)[:c.middle_tokens]
+            if len(middle_ids) < c.middle_tokens:
+                continue
+            middle_text = self.tok.decode(middle_ids)
+            if not rest.startswith(middle_text):
+                continue
+            prefix = self.tok.encode(head, add_special_tokens=False)[-c.prefix_tokens:]
+            suffix = self.tok.encode(rest[len(middle_text):], add_special_tokens=False)[:c.suffix_tokens]
+            pre, suf, mid = self.fim_ids
+            return Sample([pre, *prefix, suf, *suffix, mid], middle_ids)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model: the base with a LoRA adapter, off for the context, on for the blocks
+
+def load(config: DraftConfig):
+    """(peft model, tokenizer, fim ids, draft id) with a fresh float32 LoRA adapter over the frozen bf16 base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from decoding.base import resolve_model_path
+    from decoding.fim import DRAFT_TOKEN, FIM_TOKENS
+
+    folder = resolve_model_path(config.base)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, use_safetensors=True)
+    model.requires_grad_(False)
+    spec = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
+    model = get_peft_model(model, spec)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    fim_ids = tuple(tokenizer.convert_tokens_to_ids(t) for t in FIM_TOKENS)
+    return model, tokenizer, fim_ids, tokenizer.convert_tokens_to_ids(DRAFT_TOKEN)
+
+
+def blocks_mask(cached: int, starts: list[int], K: int) -> torch.Tensor:
+    """(1, 1, n*K, cached + n*K) bool: block b sees the cache's first starts[b] positions and its own K."""
+    n = len(starts)
+    mask = torch.zeros(n * K, cached + n * K, dtype=torch.bool)
+    for b, s in enumerate(starts):
+        mask[b * K:(b + 1) * K, :s] = True
+        mask[b * K:(b + 1) * K, cached + b * K: cached + (b + 1) * K] = True
+    return mask[None, None]
+
+
+def sample_loss(model, sample: Sample, K: int, blocks: int, draft_id: int, rng: random.Random,
+                grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(base || draft) over `blocks` blocks of K masks at random frontiers j of one sample.
+
+    Returns (loss, agree (blocks, K) bool: the draft's argmax equals the base's)."""
+    ctx, M = len(sample.context), len(sample.middle)
+    ids = torch.tensor([sample.context + sample.middle])  # (1, ctx + M)
+    with torch.no_grad(), model.disable_adapter():
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=M + 1)
+    base_logits = out.logits[0, :-1].float()  # (M, V): row i is the base's prediction of middle[i]
+    kv = out.past_key_values
+    cached = ctx + M
+    # frontier j: middle[j] is the base's own; block output k predicts middle[j + k + 1]
+    js = [rng.randrange(0, M - K) for _ in range(blocks)]
+    starts = [ctx + j for j in js]
+    positions = torch.tensor([[s + k for s in starts for k in range(K)]])  # (1, n*K)
+    x = torch.full((1, blocks * K), draft_id)
+    with torch.set_grad_enabled(grad):
+        logits = model(input_ids=x, past_key_values=kv, use_cache=True, position_ids=positions,
+                       attention_mask={"full_attention": blocks_mask(cached, starts, K)}).logits[0].float()
+    rows = torch.tensor([j + k + 1 for j in js for k in range(K)])  # (n*K,) middle index predicted
+    teacher = torch.log_softmax(base_logits[rows], dim=-1)  # (n*K, V)
+    student = torch.log_softmax(logits, dim=-1)
+    loss = torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
+    agree = (logits.argmax(-1) == base_logits[rows].argmax(-1)).view(blocks, K)
+    return loss, agree
+
+
+def expected_accepted(agree: torch.Tensor) -> float:
+    """agree: (n, K) bool per block and offset -> 1 + mean number of leading drafts that agree."""
+    run = torch.cumprod(agree.float(), dim=1)  # (n, K): drafts 1..k all agree
+    return 1.0 + float(run.sum(1).mean())
+
+
+def evaluate(model, val: list[Sample], K: int, draft_id: int) -> dict:
+    rng = random.Random(1234)
+    model.eval()
+    agree = torch.cat([sample_loss(model, s, K, 1, draft_id, rng, grad=False)[1] for s in val])  # (n, K)
+    model.train()
+    return {"agree_at": [round(float(a), 4) for a in agree.float().mean(0)],
+            "accepted_per_pass": round(expected_accepted(agree), 4)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints and export
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"adapter": adapter_state(model), "opt": opt.state_dict(), **state}, tmp)
+    os.replace(tmp, path)
+
+
+def export(model, tokenizer, config: DraftConfig, out: Path, note: dict) -> Path:
+    """The adapter folder the default model ships: bf16 LoRA weights, adapter_config.json naming the base,
+    config.json with the DLM's layout (decoding.models reads `codila_dlm_layout`)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in adapter_state(model).items()}
+    save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    spec = model.peft_config["default"].to_dict()
+    spec["base_model_name_or_path"] = config.base
+    spec["inference_mode"] = True
+    spec = {k: (sorted(v) if isinstance(v, set) else v) for k, v in spec.items()}
+    (tmp / "adapter_config.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
+    (tmp / "config.json").write_text(json.dumps({"codila_dlm_layout": "fim", "dlm_logit_shift": True,
+                                                 "codila_training": note}, indent=2, sort_keys=True))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run
+
+def train(config: DraftConfig, resume: bool) -> None:
+    torch.set_num_threads(config.threads)
+    out = Path(config.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    model, tokenizer, fim_ids, draft_id = load(config)
+    train_files, dev_files = split_validation(stdlib_files("train"))
+    samples = Samples(train_files, tokenizer, config, fim_ids)
+    val_src = Samples(dev_files, tokenizer, config, fim_ids)
+    vrng = random.Random(99)
+    val = [val_src.draw(vrng) for _ in range(config.eval_samples)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    step, minutes_before, rng = 0, 0.0, random.Random(config.seed)
+    if resume and ckpt.exists():
+        from peft import set_peft_model_state_dict
+
+        saved = torch.load(ckpt, weights_only=False)
+        set_peft_model_state_dict(model, saved["adapter"])
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+        opt.load_state_dict(saved["opt"])
+        step, minutes_before = saved["step"], saved["minutes"]
+        rng.setstate(saved["rng"])
+        log.info("resumed at step %d (%.1f minutes trained)", step, minutes_before)
+    elif ckpt.exists():
+        raise SystemExit(f"{ckpt} exists: pass --resume to go on, or choose another --out")
+    log.info("config %s", json.dumps(asdict(config)))
+    model.train()
+    started = time.perf_counter()
+    logf = open(out / "log.jsonl", "a")
+    if step == 0:
+        logf.write(json.dumps({"step": 0, "minutes": 0.0, **evaluate(model, val, 8, draft_id)}) + "\n")
+        logf.flush()
+    while step < config.steps and (time.perf_counter() - started) / 60 < config.minutes:
+        lr = config.lr * min(1.0, (step + 1) / config.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total, agree_sum = 0.0, 0.0
+        for _ in range(config.batch):
+            K = rng.choice(config.block_sizes)
+            loss, agree = sample_loss(model, samples.draw(rng), K, config.blocks, draft_id, rng)
+            (loss / config.batch).backward()
+            total += float(loss) / config.batch
+            agree_sum += float(agree[:, 0].float().mean()) / config.batch
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        minutes = minutes_before + (time.perf_counter() - started) / 60
+        record = {"step": step, "minutes": round(minutes, 2), "loss": round(total, 4), "agree1": round(agree_sum, 3)}
+        if step % config.eval_every == 0:
+            record.update(evaluate(model, val, 8, draft_id))
+        logf.write(json.dumps(record) + "\n")
+        logf.flush()
+        if step % config.save_every == 0:
+            save_checkpoint(ckpt, model, opt, {"step": step, "minutes": minutes, "rng": rng.getstate(),
+                                               "config": asdict(config)})
+    minutes = minutes_before + (time.perf_counter() - started) / 60
+    save_checkpoint(ckpt, model, opt, {"step": step, "minutes": minutes, "rng": rng.getstate(),
+                                       "config": asdict(config)})
+    log.info("stopped at step %d, %.1f minutes", step, minutes)
+
+
+def export_run(config: DraftConfig, target: Path) -> Path:
+    from peft import set_peft_model_state_dict
+
+    ckpt = Path(config.out).expanduser() / "checkpoint.pt"
+    saved = torch.load(ckpt, weights_only=False)
+    model, tokenizer, _, draft_id = load(config)
+    set_peft_model_state_dict(model, saved["adapter"])
+    curve = [json.loads(line) for line in (ckpt.parent / "log.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in curve if "accepted_per_pass" in r]
+    note = {"steps": saved["step"], "minutes": round(saved["minutes"], 1), "device": "cpu (2 cores)",
+            "samples": saved["step"] * saved["config"]["batch"], "last_eval": evals[-1] if evals else None,
+            "recipe": {k: saved["config"][k] for k in ("batch", "blocks", "block_sizes", "prefix_tokens",
+                                                       "suffix_tokens", "middle_tokens", "rank", "alpha", "lr")}}
+    return export(model, tokenizer, config, target, note)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = DraftConfig()
+    p.add_argument("--base", default=defaults.base, help="the causal base: base:NAME, a folder or a .gguf")
+    p.add_argument("--out", default=defaults.out, help="run folder (checkpoint.pt, log.jsonl)")
+    p.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-clock budget of this invocation")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps in total (an upper bound)")
+    p.add_argument("--batch", type=int, default=defaults.batch, help="samples per optimiser step")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (after a linear warmup)")
+    p.add_argument("--rank", type=int, default=defaults.rank, help="LoRA rank")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="optimiser steps between validations")
+    p.add_argument("--eval-samples", type=int, default=defaults.eval_samples, help="fixed dev samples validated on")
+    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true", help="go on from --out's checkpoint")
+    p.add_argument("--export", metavar="FOLDER", help="write --out's checkpoint as an adapter folder and exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = DraftConfig(base=args.base, out=args.out, minutes=args.minutes, steps=args.steps, batch=args.batch,
+                         lr=args.lr, rank=args.rank, threads=args.threads,
+                         eval_every=args.eval_every, eval_samples=args.eval_samples)
+    if args.export:
+        print(export_run(config, Path(args.export)))
+        return
+    train(config, args.resume)
+
+
+if __name__ == "__main__":
+    main()
