@@ -10,10 +10,13 @@ Every editor setting of the server is a flag here (--preset, --max-new-tokens, -
 --syntax-check, --kv-cache, ...: the rows of lsp_server.settings.SETTINGS, read and checked as the server
 reads them) and is sent as initializationOptions; a setting left out is the server's default.
 
-Starts `python -m lsp_server`, opens a real source file of this repository and asks for one inline completion
-at a time at different cursors (mid-line inside function bodies; invoked, so no debounce; a fresh cursor each
-time, so no cache hit). The server answers each with lsp_server.pipeline.complete, the function the
-benchmark harness runs for `preset:` decoders. Reports p50/p95 of
+Starts `python -m lsp_server`, opens a real source file of this repository and, at different cursors (mid-line
+inside function bodies), plays a user typing: the rest of the cursor's line is deleted (the code being
+written), one inline completion is asked for there (cold: a fresh cursor, invoked, so no debounce), then the
+next character of the deleted code is typed and a completion asked for again (warm: the same document a
+keystroke later; answered from the suggestion when the user typed through it, else decoded with the
+prompt's cached keys and values reused). The server answers each with lsp_server.pipeline.complete, the
+function the benchmark harness runs for `preset:` decoders. Reports, for cold and warm requests, p50/p95 of
 - end-to-end latency: request sent -> answer received, measured by the client;
 - server overhead: everything inside the server except the decoder call (queue, UTF-16 conversion, window,
   tidy, syntax check, logging), from the server's own per-request records (codila/debugStats);
@@ -120,18 +123,44 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         uri = args.file.resolve().as_uri()
         client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+        version = 1
 
-        end_to_end, ids = [], []
-        for i, position in enumerate(cursors(text, args.requests + 1, args.seed)):
-            msg_id = f"bench-{i}"
+        async def ask(position: types.Position, msg_id: str) -> tuple[float, Any]:
             started = time.perf_counter()
-            await client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri), position=position,
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
+            answer = await client.protocol.send_request_async(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri), position=position,
+                    context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
                 msg_id=msg_id)
-            if i > 0:  # the first request warms up
-                end_to_end.append((time.perf_counter() - started) * 1000)
-                ids.append(msg_id)
+            return (time.perf_counter() - started) * 1000, answer
+
+        def edit(new_text: str) -> None:
+            nonlocal version
+            version += 1
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=new_text)]))
+
+        lines = text.split("\n")
+        end_to_end, ids, warm_ms, warm_ids, typed_through = [], [], [], [], 0
+        for i, position in enumerate(cursors(text, args.requests + 1, args.seed)):
+            line = lines[position.line]
+            column = len(line.encode("utf-16-le")[: 2 * position.character].decode("utf-16-le"))
+            written = lines[:position.line] + [line[:column]] + lines[position.line + 1:]
+            edit("\n".join(written))  # the user is writing this line: its rest is not there yet
+            ms, answer = await ask(position, f"bench-{i}")
+            typed = lines[:position.line] + [line[:column + 1]] + lines[position.line + 1:]
+            edit("\n".join(typed))  # one more character of the line
+            after = types.Position(line=position.line, character=len(line[:column + 1].encode("utf-16-le")) // 2)
+            warm, _ = await ask(after, f"warm-{i}")
+            if i > 0:  # the first cursor warms up
+                end_to_end.append(ms)
+                ids.append(f"bench-{i}")
+                warm_ms.append(warm)
+                warm_ids.append(f"warm-{i}")
+                items = getattr(answer, "items", answer) or []
+                typed_through += bool(items) and items[0].insert_text.startswith(line[column:column + 1])
+        edit(text)
         stats = _plain(await client.protocol.send_request_async("codila/debugStats", None))
         memory = server_memory_mb(client._server.pid)
     finally:
@@ -144,8 +173,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     records = {r["request"]: r for r in stats["recent"]}
     timed = [records[i] for i in ids]
+    warm_records = [records[i] for i in warm_ids]
     transport = [e - r["totalMs"] for e, r in zip(end_to_end, timed)]
     return {
+        "warm": {"end_to_end_ms": summary(warm_ms), "typed_through": typed_through,
+                 "outcomes": {o: sum(r["outcome"] == o for r in warm_records)
+                              for o in sorted({r["outcome"] for r in warm_records})},
+                 "decode_ms": summary([r["decodeMs"] for r in warm_records])},
         "models": {"dlm": args.dlm or "default", "ar": args.ar or "default", "tiny": args.tiny},
         "settings": stats["settings"],
         "threads": args.threads,
