@@ -4,7 +4,10 @@
     printf 'def add(a, b):\\n    ' | python -m decoding --prefix-file - --preset fast   # complete stdin
     python -m decoding --prefix 'for i in ' --suffix ':\\n    print(i)' --json          # one JSON object
 
-Models default to the shipped default model (decoding/default_model/{dlm,ar}); pass --dlm/--ar for others
+The middle ends where an editor's would (decoding.ending: one line, or a block after a line that opens one,
+up to the first dedent); --whole writes up to --max-new-tokens instead.
+
+Models default to the shipped default model (decoding/default_model); pass --dlm/--ar for others
 (e.g. Dream-Coder-v0-Instruct-7B and a fine-tuned Qwen3-0.6B on a GPU: --device cuda --dtype bfloat16).
 Settings: --preset first, then any single setting flag on top (the resolved config is logged to stderr).
 Output: the middle on stdout and the stats on stderr; with --json a single object
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from decoding.arguments import add_model_arguments, add_setting_argument, load_models_from_args
 from decoding.config import DECODE_SETTINGS, PRESET_SETTING, DecodeConfig, preset
+from decoding.ending import ending
 
 log = logging.getLogger("decoding")
 
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_setting_argument(dec, setting)
     # --- output ---
     out = parser.add_argument_group("output")
+    out.add_argument("--whole", action="store_true", help="write up to --max-new-tokens (default: stop where an "
+                     "editor would: the end of the line, or of the block a line opener starts)")
     out.add_argument("--json", action="store_true", help="print one JSON object {text, stats, config}")
     out.add_argument("-v", "--verbose", action="store_true", help="log every iteration to stderr")
     return parser
@@ -97,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         models = load_models_from_args(args)
         on_step = (lambda s: log.debug("iteration %d: committed %d, %d left, %.3fs", s.iteration, s.committed,
                                        s.remaining, s.elapsed_s)) if args.verbose else None
+        stop = None if args.whole else ending(prefix, suffix)
         result = infill(models, prefix, suffix, config, max_prefix_tokens=args.max_prefix_tokens,
-                        max_suffix_tokens=args.max_suffix_tokens, on_step=on_step)
+                        max_suffix_tokens=args.max_suffix_tokens, on_step=on_step, stop=stop)
     except ValueError as err:
         parser.exit(2, f"python -m decoding: error: {err}\n")
     stats = result.stats.as_dict()
@@ -106,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"text": result.text, "stats": stats, "config": dataclasses.asdict(config)}))
     else:
         sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
+        drafts = (f", {stats['accepted']} of {stats['drafted']} drafted tokens accepted" if stats["drafted"] else "")
         print(f"{stats['tokens']} tokens in {stats['seconds']:.3f}s ({stats['tokens_per_second']:.1f} tok/s), "
               f"{stats['iterations']} iterations, {stats['dlm_forwards']} DLM forwards, "
-              f"{stats['ar_calls']} AR calls, {stats['tokens_per_iteration']:.2f} tokens/iteration"
+              f"{stats['ar_calls']} AR calls, {stats['tokens_per_iteration']:.2f} tokens/iteration{drafts}"
               + (", deadline hit" if stats["deadline_hit"] else ""), file=sys.stderr)
     return 0
 

@@ -25,7 +25,8 @@ import decoding
 from verify import check_insertion
 
 from lsp_server.settings import ServerSettings
-from lsp_server.text import Context, ending, looks_binary, tidy, window, worth_showing
+from decoding.ending import ending
+from lsp_server.text import Context, looks_binary, tidy, window, worth_showing
 
 BINARY_PROBE = 4096  # characters each side of the cursor checked for binary content
 
@@ -82,7 +83,7 @@ def complete(models: Any, context: Context, settings: ServerSettings, *,
     try:
         result = decoding.infill(models, gap.prefix, gap.suffix, config or settings.decode_config(),
                                  max_prefix_tokens=gap.prefix_tokens, max_suffix_tokens=gap.suffix_tokens,
-                                 cancel=cancel, on_step=on_step, stop=ending(context))
+                                 cancel=cancel, on_step=on_step, stop=ending(context.prefix, context.suffix))
     except decoding.Cancelled:
         return Completion("", "stopped", window_ms=window_ms, decode_ms=_ms_since(started))
     decode_ms = _ms_since(started)

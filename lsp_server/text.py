@@ -2,8 +2,6 @@
 
     context_at(doc, position) / context_for_range(doc, range)   LSP position (UTF-16) -> prefix | suffix
     window(context, budget, count_tokens)                        what the decoder reads around the cursor
-    ending(context) -> Ending                                    where a completion ends: one line or a
-                                                                 block, the indentation stop
     tidy(text, context)                                          drop what already follows the cursor,
                                                                  indent like the file
     worth_showing(text, context)                                 not whitespace, not a repeat of the suffix
@@ -102,58 +100,6 @@ def window(context: Context, budget: int, count_tokens: Callable[[str], int]) ->
     return Window(prefix, context.suffix[: keep_suffix * CHARS_PER_TOKEN], keep_prefix, keep_suffix)
 
 
-OPENERS = (":", "{", "(", "[")  # a line ending with one of these opens a block
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Where a completion ends: the editor's decision, the same for every decoder (llama.vim's n_indent
-    stop, Copilot's one line inside a line; measured against the plain AR on the public set).
-
-    block:   several lines (the cursor is on a blank line after a line that opens a block, and the code
-             after it is not at the cursor's indentation); otherwise one line.
-    newline: what a one-line completion ends with: "" (it ends at its line's end), or a newline and the
-             indentation the code after the cursor needs (the cursor sits in the indentation in front of
-             code: the completion becomes a line of its own above that code).
-    indent:  block mode ends before a line indented less than this; `next_line`: or one that repeats the
-             suffix's next non-blank line.
-    """
-
-    block: bool
-    newline: str
-    indent: int
-    next_line: str | None
-
-    def __call__(self, text: str) -> str | None:
-        """The finished completion if `text` (what has been written so far) ends here, else None."""
-        if "\n" not in text:
-            return None
-        if not self.block:
-            first = text.split("\n", 1)[0]
-            return first + self.newline if first.strip() else first
-        lines = text.split("\n")
-        for i, line in enumerate(lines[1:-1], start=1):  # whole lines only (the last may be partial)
-            if line.strip() and (_indent(line) < self.indent or line.strip() == self.next_line):
-                return "\n".join(lines[:i])
-        return None
-
-
-def ending(context: Context) -> Ending:
-    """The Ending rule for a cursor: one line when its line already has code (before or after the cursor)
-    or the code after it continues at its indentation; a block on a blank line after an opener."""
-    head, _, before = context.prefix[-TIDY_SAMPLE:].rpartition("\n")
-    after, _, rest = context.suffix[:TIDY_SAMPLE].partition("\n")
-    previous = next((line.rstrip() for line in reversed(head.split("\n")) if line.strip()), "")
-    following = next((line for line in rest.split("\n") if line.strip()), None)
-    indent = _indent(before) if not before.strip() else _indent(before + "x")
-    continues = following is not None and _indent(following) >= indent and not after.strip()
-    block = not before.strip() and not after.strip() and previous.endswith(OPENERS) and not continues
-    # in front of code: a line of its own, and the code keeps its indentation (the suffix's own, else the cursor's)
-    newline = "\n" + ("" if after[:1] in " \t" else before) if after.strip() and not before.strip() else ""
-    return Ending(block=block, newline=newline, indent=indent,
-                  next_line=(after.strip() or (following.strip() if following else None)) or None)
-
-
 def worth_showing(text: str, context: Context) -> bool:
     """False for a completion an editor should not show: whitespace only, or a repeat of the code right after
     the cursor (the model wrote the suffix again instead of a middle)."""
@@ -161,10 +107,6 @@ def worth_showing(text: str, context: Context) -> bool:
         return False
     head = context.suffix.lstrip()[: len(text.strip()) + 1]
     return not head.startswith(text.strip())
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))
 
 
 def looks_binary(text: str) -> bool:

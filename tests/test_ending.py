@@ -1,4 +1,4 @@
-"""Where a completion ends (lsp_server.text.ending): the editor's rule, the same for every decoder row.
+"""Where a completion ends (decoding.ending): the editor's rule, the same for every decoder row.
 
 A model that writes the reference middle and then keeps going (the suffix again, as fill-in-the-middle
 models do) must come out as exactly the reference, and that middle must pass the task's tests: the defect
@@ -13,9 +13,14 @@ from lsprotocol import types
 from benchmarks.execution import check_program, run_program
 from benchmarks.specs import task_context
 from benchmarks.tasks import load_tasks
-from lsp_server.text import Context, ending, tidy, worth_showing
+from decoding.ending import ending as ending_at
+from lsp_server.text import Context, tidy, worth_showing
 
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
+
+
+def ending(context: Context):
+    return ending_at(context.prefix, context.suffix)
 
 
 def _ctx(prefix: str, suffix: str) -> Context:
