@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 import training.config as table
-from training.config import TRAINERS, AdaptConfig, FinetuneConfig, PretrainConfig, TrainSetting
+from training.config import TRAINERS, AdaptConfig, DraftConfig, FinetuneConfig, PretrainConfig, TrainSetting
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_FLAGS = {FinetuneConfig: ["--dlm", "d", "--ar", "a", "--data", "x.jsonl", "--output", "o"],
-                  AdaptConfig: ["--output", "o"], PretrainConfig: ["--model", "dlm", "--output", "o"]}
+                  AdaptConfig: ["--output", "o"], PretrainConfig: ["--model", "dlm", "--output", "o"],
+                  DraftConfig: ["--output", "o"]}
 SHARED_ROWS = {name: row for name, row in vars(table).items() if isinstance(row, TrainSetting)}
 ROWS = [(config, row) for config in TRAINERS.values() for row in config.settings()]
 
@@ -107,7 +108,7 @@ OLD_FLAGS = {
 }
 
 
-@pytest.mark.parametrize("config", TRAINERS.values(), ids=lambda config: config.__name__)
+@pytest.mark.parametrize("config", OLD_FLAGS, ids=lambda config: config.__name__)
 def test_every_flag_users_typed_before_the_table_still_exists(config):
     flags = {option for action in config.parser("prog", "doc")._actions for option in action.option_strings}
     assert set(OLD_FLAGS[config].split()) <= flags
@@ -119,7 +120,7 @@ def test_the_trainers_defaults_are_their_recipes():
             finetune.lora_rank, finetune.threads, finetune.device) == (1e-5, 0.03, 32_000, 1, 8, 0, 0, "auto")
     adapt = AdaptConfig(output="o")
     assert (adapt.base, adapt.lr, adapt.warmup_steps, adapt.max_steps, adapt.batch_size, adapt.lora_rank,
-            adapt.lora_alpha, adapt.threads, adapt.device) == ("base:smollm2-135m", 5e-4, 20, 1_000_000, 8, 32, 64.0,
+            adapt.lora_alpha, adapt.threads, adapt.device) == ("base:qwen2.5-coder-0.5b", 5e-4, 20, 1_000_000, 8, 32, 64.0,
                                                                2, "cpu")
     pretrain = PretrainConfig(model="ar", output="o")
     assert (pretrain.lr, pretrain.warmup_steps, pretrain.max_steps, pretrain.seq_len, pretrain.weight_decay,
@@ -188,7 +189,9 @@ def _required(config) -> dict:
 
 def _bad_values(row: TrainSetting) -> list:
     if row.many:
-        return ["a,b", (1,)] + ([()] if row.required else [])
+        wrong_kind = (1,) if row.kind is str else ("x",)
+        out_of_range = [(row.high * 2 + 1,)] if row.kind is not str and row.high is not None else []
+        return ["a,b", wrong_kind, *out_of_range] + ([()] if row.required else [])
     bad: list = [[1]] + ([] if row.nullable else [None])
     if row.kind is bool:
         return bad + ["yes", 1]

@@ -167,6 +167,12 @@ SAVE_EVERY_MINUTES = TrainSetting("save_every_minutes", float, 10.0, "write the 
 LOG_EVERY = TrainSetting("log_every", int, 10, "steps between metrics lines", group=RUN, low=1)
 THREADS = TrainSetting("threads", int, None, "torch CPU threads (0 = torch's default)", group=MACHINE, low=0)
 SEED = TrainSetting("seed", int, 0, "seeds the data order, samples, masks and initialisation", group=MACHINE, low=0)
+BASE = TrainSetting("base", str, None, "the pretrained causal LM: base:NAME, a .gguf file or a model folder",
+                    group=MODELS, pattern=r"\S", pattern_message="base:NAME, a .gguf file or a folder")
+RESUME = TrainSetting("resume", bool, True, "continue from the checkpoint in --output (--no-resume: start over)",
+                      group=RUN)
+SAVE_EVERY = TrainSetting("save_every", int, None, "steps between resumable checkpoints", group=RUN, low=1)
+EVAL_EVERY = TrainSetting("eval_every", int, None, "steps between validations", group=RUN, low=1)
 LORA_RANK = TrainSetting("lora_rank", int, None, "LoRA rank r", group=LORA, low=0)
 LORA_ALPHA = TrainSetting("lora_alpha", float, None, "LoRA scale numerator (scale = alpha / rank)", group=LORA, low=0,
                           open_low=True)
@@ -266,7 +272,7 @@ def _help(row: TrainSetting) -> str:
     if row.many == "repeat":
         return f"{text}; repeatable"
     if row.many == "comma":
-        return f"{text}; comma-separated" + (f" (default {','.join(row.default)})" if row.default else "")
+        return f"{text}; comma-separated" + (f" (default {','.join(map(str, row.default))})" if row.default else "")
     return text
 
 
@@ -278,7 +284,7 @@ def _default_words(row: TrainSetting) -> str:
     if row.default == "":
         return "empty"
     if row.many:
-        return "`" + ",".join(row.default) + "`"
+        return "`" + ",".join(map(str, row.default)) + "`"
     return f"`{str(row.default).lower() if row.kind is bool else row.default}`"
 
 
@@ -348,8 +354,8 @@ class FinetuneConfig(TrainerConfig):
     max_minutes: float = shared(MAX_MINUTES, default=0.0, open_low=False,
                                 help="stop cleanly after this wall time (0 = no limit)")
     val_every: int = own(int, 100, "steps between validations (best kept)", RUN, low=1)
-    save_every: int = own(int, 100, "steps between resumable checkpoints", RUN, low=1)
-    resume: bool = own(bool, True, "continue from the checkpoints in --output (--no-resume: start over)", RUN)
+    save_every: int = shared(SAVE_EVERY, default=100)
+    resume: bool = shared(RESUME, help="continue from the checkpoints in --output (--no-resume: start over)")
     json_progress: bool = own(bool, False, "print one JSON object per step on stdout (for the language server)",
                               RUN)
     # machine
@@ -404,13 +410,12 @@ class FinetuneConfig(TrainerConfig):
 class AdaptConfig(TrainerConfig):
     """One run making a diffusion LM of a pretrained causal LM (training.adapt)."""
 
-    base: str = own(str, "base:smollm2-135m", "the causal LM: base:NAME, a .gguf file or a model folder", MODELS,
-                    pattern=r"\S", pattern_message="base:NAME, a .gguf file or a folder")
+    base: str = shared(BASE, default="base:qwen2.5-coder-0.5b")
     output: str = shared(OUTPUT, help="run folder: checkpoint.pt, export/, metrics.jsonl (keep it outside the "
                          "repository)")
     method: str = own(str, "lora", "lora: adapters (peft) on every projection; full: every weight", MODELS,
                       choices=("lora", "full"))
-    mask_token: str = own(str, "<empty_output>", "the special token that becomes [MASK]", MODELS)
+    mask_token: str = own(str, "<|fim_pad|>", "the special token that becomes [MASK]", MODELS)
     eos_token: str = own(str, "<|endoftext|>", "end of middle / padding token", MODELS)
     extra_sources: tuple[str, ...] = own(str, (), "a folder of Python source to train on as well", MODELS,
                                          many="repeat", flag="--extra-source")
@@ -484,7 +489,7 @@ class PretrainConfig(TrainerConfig):
                                 "ends with it")
     save_every_minutes: float = shared(SAVE_EVERY_MINUTES, help="write the model folder this often")
     log_every: int = shared(LOG_EVERY)
-    eval_every: int = own(int, 200, "steps between validation evaluations", RUN, low=1)
+    eval_every: int = shared(EVAL_EVERY, default=200, help="steps between validation evaluations")
     # the diffusion objective (DLM only)
     eps: float = shared(EPS, default=1e-3)
     infill_share: float = shared(INFILL_SHARE)
@@ -501,7 +506,49 @@ class PretrainConfig(TrainerConfig):
             raise ValueError("need max_middle <= budget < seq_len")
 
 
-TRAINERS = {"training.finetune": FinetuneConfig, "training.adapt": AdaptConfig, "training.pretrain": PretrainConfig}
+@dataclass(frozen=True, kw_only=True)
+class DraftConfig(TrainerConfig):
+    """One run training the drafting adapter of a causal-context DLM (training.draft): the default model's."""
+
+    base: str = shared(BASE, default="base:qwen2.5-coder-0.5b", help="the causal fill-in-the-middle base: "
+                       "base:NAME, a .gguf file or a model folder")
+    output: str = shared(OUTPUT, help="run folder: checkpoint.pt, log.jsonl (keep it outside the repository)")
+    export: str = own(str, None, "write the run folder's checkpoint as an adapter folder here, then exit (none = "
+                      "train)", RUN, nullable=True, pattern=r"\S", pattern_message="a folder path")
+    resume: bool = shared(RESUME)
+    # samples: a cut in a source file, tokenised as the editor sends it
+    prefix_tokens: int = own(int, 128, "prefix tokens before the cut, at most", SAMPLES, low=1)
+    suffix_tokens: int = own(int, 32, "suffix tokens after the middle, at most", SAMPLES, low=0)
+    middle_tokens: int = own(int, 32, "middle tokens: frontiers and drafted positions lie in them", SAMPLES, low=3)
+    blocks: int = own(int, 4, "blocks of masks (frontiers) per sample, sharing one context pass", SAMPLES, low=1)
+    block_sizes: tuple[int, ...] = shared(BLOCK_SIZE, name="block_sizes", default=(4, 8), many="comma",
+                                          help="K, the masks of a block, drawn from these per sample")
+    # optimisation
+    lr: float = shared(LR, default=3e-4, help="learning rate (AdamW), constant after warmup")
+    warmup_steps: int = shared(WARMUP_STEPS, default=20)
+    max_grad_norm: float = shared(MAX_GRAD_NORM, default=1.0)
+    batch_size: int = shared(BATCH_SIZE, default=8, help="samples per optimiser step (accumulated one at a time)")
+    # budget, checkpoints and logs
+    max_minutes: float = shared(MAX_MINUTES, default=60.0, help="train this many more minutes in this invocation")
+    max_steps: int = shared(MAX_STEPS, default=100_000, help="stop at this total step")
+    save_every: int = shared(SAVE_EVERY, default=10)
+    eval_every: int = shared(EVAL_EVERY, default=50)
+    eval_samples: int = own(int, 48, "fixed samples of the dev split validated on", RUN, low=1)
+    # machine
+    threads: int = shared(THREADS, default=2)
+    seed: int = shared(SEED)
+    # LoRA
+    lora_rank: int = shared(LORA_RANK, default=16, low=1)
+    lora_alpha: float = shared(LORA_ALPHA, default=32.0)
+
+    def check_together(self) -> None:
+        if max(self.block_sizes) + 2 > self.middle_tokens:
+            raise ValueError("the middle must hold a block and the two tokens around it: "
+                             "middle_tokens >= max(block_sizes) + 2")
+
+
+TRAINERS = {"training.finetune": FinetuneConfig, "training.adapt": AdaptConfig, "training.pretrain": PretrainConfig,
+            "training.draft": DraftConfig}
 
 
 def update_reference(text: str) -> str:

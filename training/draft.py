@@ -1,8 +1,10 @@
 """Train the drafting adapter of a causal-context DLM (decoding.fim): the default model's DLM.
 
-    python -m training.draft --out ~/.cache/codila-lsp/runs/draft --minutes 60
-    python -m training.draft --out RUN --resume           # a killed run goes on from its last checkpoint
-    python -m training.draft --out RUN --export decoding/default_model/dlm
+    python -m training.draft --output ~/.cache/codila-lsp/runs/draft --max-minutes 60
+    python -m training.draft --output RUN                    # a killed run goes on from its last checkpoint
+    python -m training.draft --output RUN --export decoding/default_model/dlm
+
+Every flag, its default and range: docs/training.md (training.config's DraftConfig, held by tests).
 
 The base (Qwen2.5-Coder-0.5B by default) stays frozen and is never changed where it decides the output: the
 context runs causally with the adapter off, so the base's own next token is exact. The adapter is trained
@@ -19,7 +21,7 @@ Samples are editor-shaped: a cut in a Python file of the standard library's trai
 benchmark's held-out files, nor the dev files tuning reads), a prefix of up to `prefix_tokens`, a middle of
 `middle_tokens`, a suffix of up to `suffix_tokens` after it.
 
-State lives in --out: `checkpoint.pt` (adapter, optimiser, step, random state; written atomically every
+State lives in --output: `checkpoint.pt` (adapter, optimiser, step, random state; written atomically every
 `save_every` steps) and `log.jsonl` (the learning curve). Validation every `eval_every` steps on fixed
 samples from the dev split: draft agreement with the base at offsets 1..K and the expected accepted tokens
 per pass (1 + the sum over k of the chance that drafts 1..k all agree).
@@ -27,10 +29,8 @@ per pass (1 + the sum over k of the chance that drafts 1..k all agree).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -39,44 +39,10 @@ from pathlib import Path
 
 import torch
 
-from training.corpus import stdlib_files
-from training.corpus import read_text, split_validation
+from training.config import LORA_TARGETS, DraftConfig
+from training.corpus import read_text, split_validation, stdlib_files
 
 log = logging.getLogger("training.draft")
-
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass(frozen=True)
-class DraftConfig:
-    base: str = "base:qwen2.5-coder-0.5b"
-    out: str = "runs/draft"
-    minutes: float = 60.0  # wall-clock budget of this invocation (a resumed run gets its own)
-    steps: int = 100_000  # upper bound on optimiser steps in total
-    batch: int = 8  # samples per optimiser step (accumulated one at a time)
-    blocks: int = 4  # blocks (different j) per sample, sharing one context pass
-    block_sizes: tuple[int, ...] = (4, 8)  # K of each sample, drawn from these
-    prefix_tokens: int = 128
-    suffix_tokens: int = 32
-    middle_tokens: int = 32
-    rank: int = 16
-    alpha: int = 32
-    lr: float = 3e-4
-    warmup: int = 20
-    eval_every: int = 50
-    eval_samples: int = 48
-    save_every: int = 10
-    seed: int = 0
-    threads: int = 2
-
-    def __post_init__(self) -> None:
-        if self.batch < 1 or self.blocks < 1 or self.rank < 1 or not self.block_sizes:
-            raise ValueError("batch, blocks, rank must be >= 1 and block_sizes non-empty")
-        if min(self.block_sizes) < 1 or max(self.block_sizes) + 2 > self.middle_tokens:
-            raise ValueError("block sizes must be >= 1 and leave room in the middle (middle_tokens > K + 1)")
-        if not 0 < self.lr < 1 or self.minutes <= 0:
-            raise ValueError("lr must be in (0, 1) and minutes > 0")
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Samples
@@ -144,7 +110,7 @@ def load(config: DraftConfig):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, use_safetensors=True)
     model.requires_grad_(False)
-    spec = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
+    spec = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS))
     model = get_peft_model(model, spec)
     for p in model.parameters():
         if p.requires_grad:
@@ -251,7 +217,7 @@ def export(model, tokenizer, config: DraftConfig, out: Path, note: dict) -> Path
 
 def train(config: DraftConfig, resume: bool) -> None:
     torch.set_num_threads(config.threads)
-    out = Path(config.out).expanduser()
+    out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     model, tokenizer, fim_ids, draft_id = load(config)
@@ -276,7 +242,8 @@ def train(config: DraftConfig, resume: bool) -> None:
         rng.setstate(saved["rng"])
         log.info("resumed at step %d (%.1f minutes trained)", step, minutes_before)
     elif ckpt.exists():
-        raise SystemExit(f"{ckpt} exists: pass --resume to go on, or choose another --out")
+        raise SystemExit(f"{ckpt} exists and --no-resume was given: choose another --output (a run never "
+                         "overwrites another's checkpoint), or leave out --no-resume to go on")
     log.info("config %s", json.dumps(asdict(config)))
     model.train()
     started = time.perf_counter()
@@ -284,18 +251,18 @@ def train(config: DraftConfig, resume: bool) -> None:
     if step == 0:
         logf.write(json.dumps({"step": 0, "minutes": 0.0, **evaluate(model, val, 8, draft_id)}) + "\n")
         logf.flush()
-    while step < config.steps and (time.perf_counter() - started) / 60 < config.minutes:
-        lr = config.lr * min(1.0, (step + 1) / config.warmup)
+    while step < config.max_steps and (time.perf_counter() - started) / 60 < config.max_minutes:
+        lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
         for g in opt.param_groups:
             g["lr"] = lr
         total, agree_sum = 0.0, 0.0
-        for _ in range(config.batch):
+        for _ in range(config.batch_size):
             K = rng.choice(config.block_sizes)
             loss, agree = sample_loss(model, samples.draw(rng), K, config.blocks, draft_id, rng)
-            (loss / config.batch).backward()
-            total += float(loss) / config.batch
-            agree_sum += float(agree[:, 0].float().mean()) / config.batch
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+            (loss / config.batch_size).backward()
+            total += float(loss.detach()) / config.batch_size
+            agree_sum += float(agree[:, 0].float().mean()) / config.batch_size
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -317,43 +284,25 @@ def train(config: DraftConfig, resume: bool) -> None:
 def export_run(config: DraftConfig, target: Path) -> Path:
     from peft import set_peft_model_state_dict
 
-    ckpt = Path(config.out).expanduser() / "checkpoint.pt"
+    ckpt = Path(config.output).expanduser() / "checkpoint.pt"
     saved = torch.load(ckpt, weights_only=False)
     model, tokenizer, _, draft_id = load(config)
     set_peft_model_state_dict(model, saved["adapter"])
     curve = [json.loads(line) for line in (ckpt.parent / "log.jsonl").read_text().splitlines() if line.strip()]
     evals = [r for r in curve if "accepted_per_pass" in r]
+    run = saved["config"]
     note = {"steps": saved["step"], "minutes": round(saved["minutes"], 1), "device": "cpu (2 cores)",
-            "samples": saved["step"] * saved["config"]["batch"], "last_eval": evals[-1] if evals else None,
-            "recipe": {k: saved["config"][k] for k in ("batch", "blocks", "block_sizes", "prefix_tokens",
-                                                       "suffix_tokens", "middle_tokens", "rank", "alpha", "lr")}}
+            "samples": saved["step"] * run.get("batch_size", run.get("batch", 0)),
+            "last_eval": evals[-1] if evals else None, "run": run}
     return export(model, tokenizer, config, target, note)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = DraftConfig()
-    p.add_argument("--base", default=defaults.base, help="the causal base: base:NAME, a folder or a .gguf")
-    p.add_argument("--out", default=defaults.out, help="run folder (checkpoint.pt, log.jsonl)")
-    p.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-clock budget of this invocation")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps in total (an upper bound)")
-    p.add_argument("--batch", type=int, default=defaults.batch, help="samples per optimiser step")
-    p.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (after a linear warmup)")
-    p.add_argument("--rank", type=int, default=defaults.rank, help="LoRA rank")
-    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="optimiser steps between validations")
-    p.add_argument("--eval-samples", type=int, default=defaults.eval_samples, help="fixed dev samples validated on")
-    p.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads")
-    p.add_argument("--resume", action="store_true", help="go on from --out's checkpoint")
-    p.add_argument("--export", metavar="FOLDER", help="write --out's checkpoint as an adapter folder and exit")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = DraftConfig(base=args.base, out=args.out, minutes=args.minutes, steps=args.steps, batch=args.batch,
-                         lr=args.lr, rank=args.rank, threads=args.threads,
-                         eval_every=args.eval_every, eval_samples=args.eval_samples)
-    if args.export:
-        print(export_run(config, Path(args.export)))
+    config = DraftConfig.command_line("python -m training.draft", __doc__, argv)
+    if config.export:
+        print(export_run(config, Path(config.export)))
         return
-    train(config, args.resume)
+    train(config, config.resume)
 
 
 if __name__ == "__main__":
