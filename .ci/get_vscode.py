@@ -152,7 +152,9 @@ def check_chromium() -> str:
     """Chromium's version line; raises when it does not start."""
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} missing (the Debian package chromium provides it)")
-    return run([str(CHROMIUM), "--headless", "--no-sandbox", "--version"], timeout=60).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="get_vscode-") as home:  # not ~/.config/chromium-headless
+        env = {**os.environ, "XDG_CONFIG_HOME": home, "XDG_CACHE_HOME": home}
+        return run([str(CHROMIUM), "--headless", "--no-sandbox", "--version"], timeout=60, env=env).stdout.strip()
 
 
 def main() -> int:
