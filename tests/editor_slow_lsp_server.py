@@ -21,7 +21,9 @@ PAST_EOL = 40
 server = LanguageServer("editor-slow-server", "0")
 
 
-@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION)
+# With options: pygls 2.1.1 advertises inlineCompletionProvider only then, and a client that honours the
+# server's capabilities (vscode-languageclient) would otherwise never ask.
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 def inline_completion(ls: LanguageServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
     # Synchronous on purpose: the event loop is blocked, so $/cancelRequest cannot stop the answer.
     version = ls.workspace.get_text_document(params.text_document.uri).version

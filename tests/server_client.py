@@ -139,7 +139,8 @@ async def running_server(settings: dict[str, Any] | None, *, workspace: Path | N
         yield client
     finally:
         try:
-            await asyncio.wait_for(lsp.shutdown_session(), 30)
+            if lsp._server.returncode is None:  # unless the test ended the session itself
+                await asyncio.wait_for(lsp.shutdown_session(), 30)
         finally:
             await lsp.stop()
 

@@ -11,6 +11,7 @@ import {
     LanguageClientOptions,
     State,
 } from 'vscode-languageclient/node';
+import { logServerStderr, logServerStdout } from './log';
 import { ClientSettings, SECTION, ServerSettings } from './settings';
 
 export const CLIENT_ID = 'codila';
@@ -72,6 +73,7 @@ export function clientOptions(
     return {
         documentSelector: documentSelector(languages),
         outputChannel: hooks.log,
+        stdioOptions: { stdout: logServerStdout, stderr: logServerStderr },
         initializationOptions: () => hooks.serverSettings(),
         synchronize: { configurationSection: SECTION },
         middleware: {
