@@ -9,7 +9,8 @@
 Models and decoding settings come from the editor (initializationOptions / the "codila" settings section),
 not from the command line. Logs go to stderr (or --log-file): one JSON line per request on the
 `lsp_server.requests` logger. In stdio mode stdout carries only JSON-RPC: anything else that writes to
-sys.stdout is sent to stderr instead.
+sys.stdout is sent to stderr instead, and one line on stderr says the server is waiting for an editor (started
+in a terminal, it otherwise seems to hang).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 from lsp_server.settings import LOG_LEVELS
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+STDIO_BANNER = ("codila-lsp: serving the Language Server Protocol on stdin/stdout; start it from your editor "
+                "(README, Editors); Ctrl-D (end of input) stops it")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("binding to %s: the server is reachable from other machines", args.host)
         server.start_tcp(args.host, args.port)
         return
+    print(STDIO_BANNER, file=sys.stderr, flush=True)  # stderr: stdout is the JSON-RPC stream
     # JSON-RPC gets its own copy of stdout; file descriptor 1 and sys.stdout then point at stderr, so a
     # stray print() or C-level write from any library cannot corrupt the stream
     rpc_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

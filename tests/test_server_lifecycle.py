@@ -155,3 +155,17 @@ async def test_tcp_transport_binds_to_loopback(tiny_model_dirs):
     finally:
         process.terminate()
         await process.wait()
+
+
+def test_the_stdio_server_says_on_stderr_that_it_waits_for_an_editor():
+    """Started in a terminal, the server would otherwise seem to hang: one line on stderr says what it is doing,
+    stdout (the JSON-RPC stream) stays empty, and the end of its input stops it."""
+    import subprocess
+
+    from lsp_server.__main__ import STDIO_BANNER
+
+    result = subprocess.run([sys.executable, "-m", "lsp_server"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[0] == STDIO_BANNER
