@@ -1,6 +1,6 @@
 """One table of settings (decoding/config.py: DECODE_SETTINGS, MODEL_SETTINGS; lsp_server/settings.py:
 SETTINGS): the dataclasses, the CLIs, the decoder specs and the server are generated from it, and the
-editors' schemas and README are checked against it here - a test fails when one of them drifts."""
+editors' schemas and docs/settings.md are checked against it here - a test fails when one of them drifts."""
 
 from __future__ import annotations
 
@@ -138,23 +138,35 @@ def test_neovim_plugin_schema_is_the_table(tmp_path):
         assert (lua.get("min"), lua.get("max")) == (row.low, row.high), row.editor_name
 
 
-def test_readme_lists_every_server_setting_with_its_default():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("<!-- section: server -->"):readme.index("<!-- end section: server -->")]
-    cells = [re.split(r"(?<!\\)\|", line)[1:4] for line in section.splitlines() if line.startswith("| `")]
-    names = {row.editor_name for row in SETTINGS}
-    listed = [(name.strip(" `"), kind.strip(), default.strip()) for name, kind, default in cells
-              if name.strip(" `") in names]
+def _docs_table(section: str) -> list[list[str]]:
+    """The cells of the table between docs/settings.md's `<!-- section: NAME -->` markers, one row a list."""
+    text = (ROOT / "docs" / "settings.md").read_text()
+    body = text[text.index(f"<!-- section: {section} -->"):text.index(f"<!-- end section: {section} -->")]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            for line in body.splitlines() if line.startswith("| `")]
+
+
+def test_docs_list_every_server_setting_with_its_type_and_default():
+    listed = [(name.strip("`"), kind, default) for name, kind, default, *_ in _docs_table("server settings")]
     assert [name for name, _, _ in listed] == [row.editor_name for row in SETTINGS]
     for (name, kind, default), row in zip(listed, SETTINGS):
         words = {bool: "bool", int: "int", float: "number", str: "string"}[row.kind]
         assert kind == words + (" \\| null" if row.nullable else ""), name
-        assert _readme_value(default) == row.default, name
+        assert _docs_value(default) == row.default, name
 
 
-def _readme_value(cell: str):
-    cell = cell.strip("` ")
-    if cell in ("null", "preset"):
+def test_docs_list_every_decoding_setting_with_its_default():
+    rows = _docs_table("decoding settings")
+    assert [name.strip("`") for name, *_ in rows] == [row.name for row in DECODE_SETTINGS]
+    for (name, default, *_), row in zip(rows, DECODE_SETTINGS):
+        assert _docs_value(default) == row.default, name
+
+
+def _docs_value(cell: str):
+    """A table's default cell: `text` is a string, bare null / none / preset is None."""
+    if cell.startswith("`"):
+        return cell.strip("`")
+    if cell in ("null", "none", "preset"):
         return None
     if cell in ("true", "false"):
         return cell == "true"
