@@ -24,7 +24,7 @@ METHODS = ("auto", "verified", "ar", "codila", "codila-top1", "dlm")
 MODES = ("static", "dynamic")
 KV_CACHES = ("none", "prefix", "dual")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-AR_BACKENDS = ("torch",)  # the vLLM backend was removed: README, "Why there is no vLLM backend"
+AR_BACKENDS = ("torch",)  # the vLLM backend was removed: docs/real-pair.md, "Why there is no vLLM backend"
 DEFAULT_TAU = 0.5  # dynamic threshold for an AR that does not name its own (`codila_tau`)
 _KINDS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -184,7 +184,7 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
     Setting("dtype", str, "auto", "auto = bfloat16 on cuda; on cpu the checkpoint's own (the default model: "
             "bfloat16), float32 when it names none", choices=DTYPES),
     Setting("ar_backend", str, "torch", "the AR executor's runtime: torch (transformers); the vLLM backend was "
-            "removed (README)", choices=AR_BACKENDS),
+            "removed (docs/real-pair.md)", choices=AR_BACKENDS),
     Setting("trust_remote_code", bool, False, "allow the checkpoints' own Python code (off: Dream loads as "
             "Qwen2 without it)"),
 )

@@ -7,7 +7,7 @@ AR's predictive distribution there (temperature 1, over the ids the DLM shares),
 
 `TorchBlockExecutor` is the one backend: a transformers model, prefill of the B + 2 prompt embeddings, then
 B decode steps on a DynamicCache (gpt-fast's prefill / decode_one_token split). A vLLM backend existed and
-was removed: it could not give this backend's results (README, "Why there is no vLLM backend").
+was removed: it could not give this backend's results (docs/real-pair.md, "Why there is no vLLM backend").
 """
 
 from __future__ import annotations

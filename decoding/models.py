@@ -546,7 +546,7 @@ def load_models(
     """
     if ar_backend == "vllm":
         raise ValueError("the vLLM AR backend was removed: it could not reproduce the torch executor's entropies, "
-                         "EOS rule and seeded sampling (README, 'Why there is no vLLM backend'); use ar_backend "
+                         "EOS rule and seeded sampling (docs/real-pair.md, 'Why there is no vLLM backend'); use ar_backend "
                          "'torch', which runs on the GPU as well")
     if ar_backend != "torch":
         raise ValueError(f"ar_backend must be torch; got {ar_backend!r}")

@@ -4,7 +4,7 @@
         --ar ~/.cache/codila-lsp/runs/v6-ar-b4 --output decoding/default_model
 
 Each of `dlm/` and `ar/` becomes a peft LoRA adapter folder: adapter_config.json (its base named by
-registry, `base:smollm2-135m`, never a path of this machine), adapter_model.safetensors in bfloat16 and
+registry, e.g. `base:qwen2.5-coder-0.5b`, never a path of this machine), adapter_model.safetensors in bfloat16 and
 config.json with the CoDiLA keys the loader reads (the base's config with them on top). No tokenizer: the
 base's is used, so the pair shares its ids exactly. Written beside the target and swapped in, folder by
 folder. Refuses adapters over anything but a registered base, and a pair over the size limit.
