@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "DecodeConfig": "decoding.config", "PRESETS": "decoding.config", "preset": "decoding.config",
     "load_models": "decoding.models", "ModelPair": "decoding.models", "default_model_dir": "decoding.models",
-    "decode": "decoding.loop", "infill": "decoding.loop", "DecodeResult": "decoding.loop",
-    "DecodeStats": "decoding.loop", "StepInfo": "decoding.loop", "Cancelled": "decoding.loop",
+    "decode": "decoding.loop", "infill": "decoding.loop", "DecodeResult": "decoding.result",
+    "DecodeStats": "decoding.result", "StepInfo": "decoding.result", "Cancelled": "decoding.result",
 }
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from decoding.config import PRESETS, DecodeConfig, preset
-    from decoding.loop import Cancelled, DecodeResult, DecodeStats, StepInfo, decode, infill
+    from decoding.loop import decode, infill
+    from decoding.result import Cancelled, DecodeResult, DecodeStats, StepInfo
     from decoding.models import ModelPair, default_model_dir, load_models
 
 

@@ -30,6 +30,9 @@ from typing import Callable
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from decoding.healing import Healing, TokenTexts
+from decoding.result import Cancelled, DecodeResult, DecodeStats, StepInfo
+
 FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 # tokens that end a middle when the base writes them (Qwen2.5-Coder: any of these after <|fim_middle|>)
 FIM_STOP_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>",
@@ -231,9 +234,6 @@ def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, ma
     does not depend on it. heal: text the middle must start with (token healing; the returned text leaves it
     out). stop(text) -> the finished text, or None to go on (the editor's rule: where a completion ends).
     """
-    from decoding.healing import Healing, TokenTexts
-    from decoding.loop import Cancelled, DecodeResult, DecodeStats, StepInfo
-
     if draft and not fim.drafts:
         raise ValueError("draft > 0 needs a DLM with a drafting adapter (codila_dlm_layout 'fim')")
     start = time.perf_counter()
