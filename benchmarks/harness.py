@@ -65,7 +65,11 @@ class Run:
 
 def evaluate(models, task: Task, decoder: Decoder, max_new_tokens: int, max_context: int,
              exec_timeout_s: float | None) -> Sample:
-    """One decoder on one task -> a scored Sample; exec_timeout_s None skips the tests (warm-up)."""
+    """One decoder on one task -> a scored Sample; exec_timeout_s None skips the tests (warm-up).
+
+    Every decode starts cold: the prompt's cached keys and values that the previous decoder left (the same
+    task's prompt) would spare the next one its prefill."""
+    models.forget_prompts()
     try:
         result = decoder.infill(models, task, max_new_tokens, max_context)
     except ValueError as err:

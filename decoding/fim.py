@@ -88,6 +88,10 @@ class FimLM:
     def vocab_size(self) -> int:
         return self.model.get_output_embeddings().weight.shape[0]
 
+    def forget_prompt(self) -> None:
+        """The next request prefills its whole prompt (benchmarks time every decoder cold)."""
+        self._cache = None
+
     def adapter_off(self):
         """Context manager: the base alone (a peft model's disable_adapter, or nothing to disable)."""
         from contextlib import nullcontext

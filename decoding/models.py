@@ -165,6 +165,11 @@ class ModelPair:
     ar: ExecutorLM | None
     alignment: VocabAlignment | None
 
+    def forget_prompts(self) -> None:
+        """Drop the prompt cache a causal-context DLM keeps across requests (the next decode starts cold)."""
+        if self.dlm.fim is not None:
+            self.dlm.fim.forget_prompt()
+
 
 def dlm_logits(dlm: DiffusionLM, input_ids: torch.Tensor) -> torch.Tensor:
     """Full bidirectional forward. input_ids: (N, L) -> logits (N, L, V), row i predicting token i."""

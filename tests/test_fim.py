@@ -72,13 +72,13 @@ def test_the_prompt_cache_is_reused_and_changes_nothing(tiny):
     _, _, models = tiny
     fim = models.dlm.fim
     prefix, suffix = _ids(models, PREFIX), _ids(models, SUFFIX)
-    fim._cache = None
+    fim.forget_prompt()
     cold = generate(fim, prefix, suffix, 12, draft=4)
     warm = generate(fim, prefix, suffix, 12, draft=4)
     assert warm.tokens == cold.tokens and warm.stats.reused_tokens > 0 and cold.stats.reused_tokens == 0
     # a keystroke later: the prompt differs near its end; the reused part is exact
     typed = _ids(models, PREFIX + "r")
-    fim._cache = None
+    fim.forget_prompt()
     fresh = generate(fim, typed, suffix, 12, draft=4)
     generate(fim, prefix, suffix, 12, draft=4)
     after = generate(fim, typed, suffix, 12, draft=4)
