@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("binding to %s: the server is reachable from other machines", args.host)
         server.start_tcp(args.host, args.port)
         return
-    print(STDIO_BANNER, file=sys.stderr, flush=True)  # stderr: stdout is the JSON-RPC stream
+    # on stderr (stdout is the JSON-RPC stream) as a log record, whichever file the logs go to: editors read
+    # the server's stderr by level, and this line is information, not an error
+    banner = logging.LogRecord("lsp_server", logging.INFO, __file__, 0, STDIO_BANNER, None, None)
+    print(logging.Formatter(LOG_FORMAT).format(banner), file=sys.stderr, flush=True)
     # JSON-RPC gets its own copy of stdout; file descriptor 1 and sys.stdout then point at stderr, so a
     # stray print() or C-level write from any library cannot corrupt the stream
     rpc_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

@@ -54,7 +54,7 @@ test('ranges and enums match the server contract', () => {
     assert.equal(schema.preset.default, 'balanced');
     assert.deepEqual(schema.dtype.enum, ['auto', 'float32', 'bfloat16', 'float16']);
     assert.deepEqual(schema.arBackend.enum, ['torch']);
-    assert.deepEqual(schema.method.enum!.filter((v) => v !== null), ['codila', 'codila-top1', 'dlm']);
+    assert.deepEqual(schema.method.enum!.filter((v) => v !== null), ['auto', 'verified', 'ar', 'codila', 'codila-top1', 'dlm']);
     assert.deepEqual(schema.mode.enum!.filter((v) => v !== null), ['static', 'dynamic']);
     assert.deepEqual(schema.syntaxCheck.enum, ['off', 'trim', 'reject']);
     assert.deepEqual(schema.kvCache.enum!.filter((v) => v !== null), ['none', 'prefix', 'dual']);
@@ -86,7 +86,7 @@ test('a bad value gives a message naming the setting, and the server gets the de
     assert.equal(value.method, null);
     assert.equal(problems.length, 3);
     assert.match(problems[0], /^codila\.device must match .* got "gpu"; using the default "auto"\.$/);
-    assert.match(problems[1], /^codila\.method must be one of "codila", "codila-top1", "dlm", got "beam"; using the default null\.$/);
+    assert.match(problems[1], /^codila\.method must be one of "auto", "verified", "ar", "codila", "codila-top1", "dlm", got "beam"; using the default null\.$/);
     assert.match(problems[2], /^codila\.blockSize must be <= 16, got 40; using the default null\.$/);
 });
 
