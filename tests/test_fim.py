@@ -11,6 +11,12 @@ from decoding.models import load_fim_base, load_models
 from training.tiny_models import build_tiny_fim_dlm
 
 PREFIX = "def add(a, b):\n    "
+
+
+def fim_config(**changes):
+    """The balanced preset reading the suffix through the FIM tokens (the presets complete the prefix)."""
+    return preset("balanced", read_suffix=True, **changes)
+
 SUFFIX = "\n\nfor i in range(10):\n    print(i)\n"
 
 
@@ -28,15 +34,15 @@ def test_the_default_layout_loads_as_a_drafting_dlm_without_an_executor(tiny):
     _, _, models = tiny
     assert models.dlm.fim is not None and models.dlm.fim.drafts and models.ar is None
     with pytest.raises(ValueError, match="verified or ar"):
-        infill(models, PREFIX, SUFFIX, preset("balanced", method="codila", max_new_tokens=8))
+        infill(models, PREFIX, SUFFIX, fim_config(method="codila", max_new_tokens=8))
 
 
 def test_verified_decoding_is_the_bases_greedy_output_whatever_the_drafts(tiny, monkeypatch):
     _, _, models = tiny
-    ar = infill(models, PREFIX, SUFFIX, preset("balanced", method="ar", max_new_tokens=24, token_healing=False))
+    ar = infill(models, PREFIX, SUFFIX, fim_config(method="ar", max_new_tokens=24, token_healing=False))
     assert ar.stats.dlm_forwards == len(ar.tokens) - 1 or ar.stats.dlm_forwards == len(ar.tokens)
     for k in (1, 4, 8):
-        got = infill(models, PREFIX, SUFFIX, preset("balanced", block_size=k, max_new_tokens=24, token_healing=False))
+        got = infill(models, PREFIX, SUFFIX, fim_config(block_size=k, max_new_tokens=24, token_healing=False))
         assert got.tokens == ar.tokens and got.text == ar.text
         assert got.stats.drafted > 0  # the random adapter drafted; the base rejected what it would not write
 
@@ -54,7 +60,7 @@ def test_verified_decoding_is_the_bases_greedy_output_whatever_the_drafts(tiny, 
 
     prompt_len = len(models.dlm.fim.prompt(_ids(models, PREFIX), _ids(models, SUFFIX)))
     monkeypatch.setattr(fim_mod, "step", oracle_step)
-    fast = infill(models, PREFIX, SUFFIX, preset("balanced", block_size=4, max_new_tokens=24, token_healing=False))
+    fast = infill(models, PREFIX, SUFFIX, fim_config(block_size=4, max_new_tokens=24, token_healing=False))
     assert fast.tokens == ar.tokens
     assert fast.stats.accepted > 0 and fast.stats.dlm_forwards < ar.stats.dlm_forwards
 
@@ -62,8 +68,8 @@ def test_verified_decoding_is_the_bases_greedy_output_whatever_the_drafts(tiny, 
 def test_token_healing_and_the_stop_rule_apply_to_verified_and_ar_alike(tiny):
     _, _, models = tiny
     first_line = lambda text: text.split("\n", 1)[0] if "\n" in text else None  # noqa: E731
-    a = infill(models, PREFIX, SUFFIX, preset("balanced", method="ar", max_new_tokens=24), stop=first_line)
-    v = infill(models, PREFIX, SUFFIX, preset("balanced", max_new_tokens=24), stop=first_line)
+    a = infill(models, PREFIX, SUFFIX, fim_config(method="ar", max_new_tokens=24), stop=first_line)
+    v = infill(models, PREFIX, SUFFIX, fim_config(max_new_tokens=24), stop=first_line)
     assert a.text == v.text and "\n" not in v.text
     assert a.stats.healing == v.stats.healing != "off"
 
@@ -89,12 +95,12 @@ def test_a_plain_base_completes_from_the_prefix_or_fills_the_middle(tiny):
     base, _, _ = tiny
     pair = load_fim_base(base, device="cpu", dtype="float32")
     assert pair.dlm.fim is not None and not pair.dlm.fim.drafts
-    fim = infill(pair, PREFIX, SUFFIX, preset("balanced", method="ar", max_new_tokens=8, token_healing=False))
+    fim = infill(pair, PREFIX, SUFFIX, fim_config(method="ar", max_new_tokens=8, token_healing=False))
     prefix_only = infill(pair, PREFIX, SUFFIX, preset("balanced", method="ar", max_new_tokens=8,
                                                       token_healing=False, read_suffix=False))
     assert fim.stats.prefill_tokens > prefix_only.stats.prefill_tokens  # the suffix was read, or not
     with pytest.raises(ValueError, match="drafting adapter"):
-        infill(pair, PREFIX, SUFFIX, preset("balanced", method="verified", max_new_tokens=8))
+        infill(pair, PREFIX, SUFFIX, fim_config(method="verified", max_new_tokens=8))
 
 
 def test_round_mask_is_causal_for_pending_tokens_and_bidirectional_for_the_block():

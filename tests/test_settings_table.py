@@ -80,7 +80,7 @@ def test_the_decoding_cli_has_a_flag_per_row_read_by_the_row():
         assert row.option in flags, row.name
     args = parser.parse_args(["--preset", "fast", "--tau", "none", "--kv-cache", "none", "--no-eos-casting",
                               "--block-size", "2", "--device", "cuda:1", "--dlm", "/m/dlm"])
-    assert resolve_config(args) == DecodeConfig(method="auto", block_size=2, mode="dynamic", scope=1,
+    assert resolve_config(args) == DecodeConfig(method="auto", block_size=2, mode="dynamic", scope=1, read_suffix=False,
                                                 kv_cache="none", eos_casting=False)
     assert (args.device, args.dlm) == ("cuda:1", Path("/m/dlm"))
 
