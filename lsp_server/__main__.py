@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     # on stderr (stdout is the JSON-RPC stream) as a log record, whichever file the logs go to: editors read
     # the server's stderr by level, and this line is information, not an error
     banner = logging.LogRecord("lsp_server", logging.INFO, __file__, 0, STDIO_BANNER, None, None)
-    print(logging.Formatter(LOG_FORMAT).format(banner), file=sys.stderr, flush=True)
+    sys.stderr.write(logging.Formatter(LOG_FORMAT).format(banner) + "\n")
+    sys.stderr.flush()
     # JSON-RPC gets its own copy of stdout; file descriptor 1 and sys.stdout then point at stderr, so a
     # stray print() or C-level write from any library cannot corrupt the stream
     rpc_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
