@@ -24,6 +24,7 @@ over sixteen positions costs about what a pass over one does.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -94,8 +95,6 @@ class FimLM:
 
     def adapter_off(self):
         """Context manager: the base alone (a peft model's disable_adapter, or nothing to disable)."""
-        from contextlib import nullcontext
-
         return self.model.disable_adapter() if self.drafts else nullcontext()
 
     def prompt(self, prefix_ids: list[int], suffix_ids: list[int] | None) -> list[int]:
