@@ -391,10 +391,10 @@ def load_dlm(
 
 
 def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", trust_remote_code: bool = False,
-                 attn_implementation: str = "sdpa") -> DiffusionLM:
+                 attn_implementation: str = "sdpa", require_fim: bool = True) -> DiffusionLM:
     """A causal-context DLM (layout "fim"): the base, causal, with its last LoRA adapter left unmerged as the
     drafter (decoding.fim); earlier adapters of a chain are merged. With no adapter: the base alone, which
-    decodes with method ar only."""
+    decodes with method ar only. require_fim False: a tokenizer without FIM tokens is a prefix completer."""
     raw = source.config()
     model, info = AutoModelForCausalLM.from_pretrained(
         source.base, dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
@@ -411,7 +411,7 @@ def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", tr
     tokenizer = load_tokenizer(source.tokenizer_folder, trust_remote_code)
     check_tokenizer(tokenizer, model.get_output_embeddings().weight.shape[0], source.tokenizer_folder)
     fim = wrap_fim(model, tokenizer, drafting=drafter is not None)
-    if fim.fim_ids is None:
+    if fim.fim_ids is None and require_fim:
         raise ValueError(f"{source.folder}: codila_dlm_layout 'fim' needs a tokenizer with FIM tokens")
     eos_id = _special_id(raw, tokenizer, "eos_token_id", ())
     log.info("DLM %s: causal FIM context, %s drafting adapter, %s on %s", source.folder,
@@ -427,28 +427,7 @@ def load_fim_base(path: str | Path, device: str = "auto", dtype: str = "auto") -
     source = locate_model(path)
     if source.adapters:
         raise ValueError(f"{path} is an adapter folder; give the plain model it was trained from")
-    dlm = load_fim_dlm(source, resolve_device(device), dtype) if _has_fim_tokens(source) else \
-        _plain_causal(source, resolve_device(device), dtype)
-    return ModelPair(dlm, None, None)
-
-
-def _has_fim_tokens(source: ModelSource) -> bool:
-    tokenizer = load_tokenizer(source.tokenizer_folder)
-    return all(tokenizer.convert_tokens_to_ids(t) not in (None, tokenizer.unk_token_id)
-               for t in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
-
-
-def _plain_causal(source: ModelSource, dev: torch.device, dtype: str) -> DiffusionLM:
-    raw = source.config()
-    model, info = AutoModelForCausalLM.from_pretrained(
-        source.base, dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
-        output_loading_info=True, device_map=dev)
-    _check_loading(source.base, info)
-    _freeze(model)
-    tokenizer = load_tokenizer(source.tokenizer_folder)
-    fim = wrap_fim(model, tokenizer, drafting=False)
-    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(fim.stop_ids)
-    return DiffusionLM(model, tokenizer, eos_id, eos_id, True, tuple(sorted(fim.stop_ids - {eos_id})), fim)
+    return ModelPair(load_fim_dlm(source, resolve_device(device), dtype, require_fim=False), None, None)
 
 
 def _attach_lora(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
