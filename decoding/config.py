@@ -23,7 +23,7 @@ from typing import Any
 METHODS = ("auto", "verified", "ar", "codila", "codila-top1", "dlm")
 MODES = ("static", "dynamic")
 KV_CACHES = ("none", "prefix", "dual")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 AR_BACKENDS = ("torch",)  # the vLLM backend was removed: docs/real-pair.md, "Why there is no vLLM backend"
 DEFAULT_TAU = 0.5  # dynamic threshold for an AR that does not name its own (`codila_tau`)
 _KINDS = {bool: "boolean", int: "integer", float: "number", str: "string"}

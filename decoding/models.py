@@ -33,6 +33,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from decoding.base import is_model_reference, resolve_model_path
+from decoding.quantize import output_rows, quantize_int8
 from decoding.fim import FimLM, wrap_fim
 from decoding.soft import VocabAlignment
 
@@ -72,6 +73,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INT8 = "int8"  # the Linear weights in int8 (decoding.quantize): a causal-context DLM on a CPU
 
 
 def resolve_dtype(dtype: str, device: torch.device, checkpoint_dtype: str | None = None) -> torch.dtype:
@@ -82,8 +84,11 @@ def resolve_dtype(dtype: str, device: torch.device, checkpoint_dtype: str | None
         if device.type == "cuda":
             return torch.bfloat16
         return _DTYPES.get(str(checkpoint_dtype).removeprefix("torch."), torch.float32)
+    if dtype == INT8:
+        raise ValueError("dtype int8 is for the causal-context DLM (the default model) on a CPU; this model "
+                         "loads in auto, float32, bfloat16 or float16")
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be auto, {', '.join(_DTYPES)}; got {dtype!r}")
+        raise ValueError(f"dtype must be auto, {', '.join(_DTYPES)} or {INT8}; got {dtype!r}")
     return _DTYPES[dtype]
 
 
@@ -113,7 +118,7 @@ class DiffusionLM:
 
     @property
     def vocab_size(self) -> int:
-        return self.model.get_output_embeddings().weight.shape[0]
+        return output_rows(self.model)
 
 
 @dataclass
@@ -396,8 +401,11 @@ def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", tr
     drafter (decoding.fim); earlier adapters of a chain are merged. With no adapter: the base alone, which
     decodes with method ar only. require_fim False: a tokenizer without FIM tokens is a prefix completer."""
     raw = source.config()
+    int8 = dtype == INT8
+    if int8 and dev.type != "cpu":
+        raise ValueError(f"dtype int8 runs on a CPU only (torch's dynamic quantization); the device is {dev}")
     model, info = AutoModelForCausalLM.from_pretrained(
-        source.base, dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
+        source.base, dtype=resolve_dtype("auto" if int8 else dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
         trust_remote_code=trust_remote_code, attn_implementation=attn_implementation, output_loading_info=True,
         device_map=dev)
     _check_loading(source.base, info)
@@ -408,14 +416,16 @@ def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", tr
     for key, value in source.overrides().items():
         setattr(model.config, key, value)
     _freeze(model)
+    if int8:
+        quantize_int8(model)
     tokenizer = load_tokenizer(source.tokenizer_folder, trust_remote_code)
-    check_tokenizer(tokenizer, model.get_output_embeddings().weight.shape[0], source.tokenizer_folder)
+    check_tokenizer(tokenizer, output_rows(model), source.tokenizer_folder)
     fim = wrap_fim(model, tokenizer, drafting=drafter is not None)
     if fim.fim_ids is None and require_fim:
         raise ValueError(f"{source.folder}: codila_dlm_layout 'fim' needs a tokenizer with FIM tokens")
     eos_id = _special_id(raw, tokenizer, "eos_token_id", ())
     log.info("DLM %s: causal FIM context, %s drafting adapter, %s on %s", source.folder,
-             "with a" if fim.drafts else "no", model.dtype, dev)
+             "with a" if fim.drafts else "no", "int8 weights" if int8 else model.dtype, dev)
     return DiffusionLM(model, tokenizer, fim.draft_id if fim.draft_id is not None else eos_id, eos_id, True,
                        tuple(sorted(fim.stop_ids - {eos_id})), fim)
 
