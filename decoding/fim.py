@@ -257,6 +257,7 @@ class DraftArgmax:
         return [int(logits.argmax()), *drafts[:room].argmax(-1).tolist()]
 
 
+@torch.inference_mode()  # no autograd graph: peft's LoRA layers would record one for the drafting passes
 def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, max_new_tokens: int, *,
              draft: int = 0, rounds: Rounds | None = None, stats: DecodeStats | None = None, heal: bytes = b"",
              stop: Callable[[str], str | None] | None = None, cancel: Callable[[], bool] | None = None,
