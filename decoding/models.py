@@ -501,11 +501,11 @@ def load_ar(
     _freeze(model)
     tokenizer = load_tokenizer(source.tokenizer_folder, trust_remote_code)
     check_tokenizer(tokenizer, model.get_input_embeddings().weight.shape[0], source.tokenizer_folder)
-    return _executor(model, tokenizer, source.folder, boundary_tokens)
+    return as_executor(model, tokenizer, source.folder, boundary_tokens)
 
 
-def _executor(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
-              boundary_tokens: tuple[str, str] | None) -> ExecutorLM:
+def as_executor(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
+                boundary_tokens: tuple[str, str] | None) -> ExecutorLM:
     """The ExecutorLM of a loaded AR: its boundary tokens looked up (None = the folder's
     `codila_boundary_tokens`, else `<think>` / `</think>`), its block size and threshold logged."""
     if boundary_tokens is None:
@@ -579,7 +579,7 @@ def load_shared_executor(dlm: DiffusionLM, source: ModelSource,
     _check_executor_keys(sliced.config, source.folder)
     model = _attach_lora(sliced, source.adapters[-1])
     _freeze(model)
-    return _executor(model, dlm.tokenizer, source.folder, boundary_tokens)
+    return as_executor(model, dlm.tokenizer, source.folder, boundary_tokens)
 
 
 def _check_executor_keys(config: Any, folder: Path) -> None:
@@ -624,6 +624,12 @@ def load_models(
         ar = load_shared_executor(dlm, ar_source, boundary_tokens)
     else:
         ar = load_ar(ar_path, device, dtype, trust_remote_code, boundary_tokens)
+    return ModelPair(dlm, ar, pair_alignment(dlm, ar))
+
+
+def pair_alignment(dlm: DiffusionLM, ar: ExecutorLM) -> VocabAlignment:
+    """Which DLM ids the AR shares (the DLM's mask and bos ids excluded), on the DLM's device; ValueError when
+    the AR could never end a middle (the DLM's EOS is not its token)."""
     alignment = VocabAlignment.from_tokenizers(
         dlm.tokenizer, ar.tokenizer, dlm_vocab=dlm.vocab_size, ar_vocab=ar.embeddings.shape[0],
         exclude=(dlm.mask_id, *_bos_ids(dlm)),
@@ -631,7 +637,7 @@ def load_models(
     if not bool(alignment.shared[dlm.eos_id]):
         raise ValueError(f"the DLM's eos id {dlm.eos_id} ({dlm.tokenizer.convert_ids_to_tokens(dlm.eos_id)!r}) is not "
                          "the same token for the AR: the executor could never end a middle; is this the right pair?")
-    return ModelPair(dlm, ar, alignment.to(dlm.device))
+    return alignment.to(dlm.device)
 
 
 def make_bidirectional(model: PreTrainedModel) -> None:
