@@ -19,6 +19,9 @@ That is speculative decoding with the DLM as the drafter, in one pass per round:
 over sixteen positions costs about what a pass over one does.
 
     generate(fim, prefix_ids, suffix_ids, max_new_tokens, draft=K, stop=..., heal=...) -> DecodeResult
+
+`generate` is the one round loop of every method on this layout; a `Rounds` strategy says what a round commits
+(verified: the run the base agrees with; decoding.fim_codila: the CoDiLA rows, unverified).
 """
 
 from __future__ import annotations
