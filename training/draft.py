@@ -94,6 +94,14 @@ class Samples:
             return Sample([pre, *prefix, suf, *suffix, mid], middle_ids)
 
 
+def training_data(config, tokenizer, fim_ids: tuple[int, int, int]) -> tuple[Samples, list[Sample]]:
+    """Samples of the standard library's training split, and `config.eval_samples` fixed ones of its dev files."""
+    train_files, dev_files = split_validation(stdlib_files("train"))
+    dev = Samples(dev_files, tokenizer, config, fim_ids)
+    rng = random.Random(99)
+    return Samples(train_files, tokenizer, config, fim_ids), [dev.draw(rng) for _ in range(config.eval_samples)]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The model: the base with a LoRA adapter, off for the context, on for the blocks
 
@@ -197,11 +205,7 @@ def train(config: DraftConfig, resume: bool) -> None:
     out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, fim_ids, draft_id = load(config)
-    train_files, dev_files = split_validation(stdlib_files("train"))
-    samples = Samples(train_files, tokenizer, config, fim_ids)
-    val_src = Samples(dev_files, tokenizer, config, fim_ids)
-    vrng = random.Random(99)
-    val = [val_src.draw(vrng) for _ in range(config.eval_samples)]
+    samples, val = training_data(config, tokenizer, fim_ids)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     rng = random.Random(config.seed)

@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 
 from training.config import LORA_TARGETS, ExecutorConfig
-from training.corpus import split_validation, stdlib_files
-from training.draft import Sample, Samples, context_pass, draft_pass
+from training.draft import Sample, context_pass, draft_pass, training_data
 from training.lora_run import load_adapter, run, start, training_note, write_adapter
 
 log = logging.getLogger("training.executor")
@@ -132,7 +131,8 @@ def evaluate(pair, val: list[Sample], B: int) -> dict:
     model.train()
     ex, dl = torch.cat(exec_ok).float(), torch.cat(dlm_ok).float()  # (n, B - 1)
     return {"frontier_acc": round(float(torch.cat(frontier_ok).float().mean()), 4),
-            "executor_token_acc": round(float(ex.mean()), 4), "executor_block_exact": round(float(ex.min(1).values.mean()), 4),
+            "executor_token_acc": round(float(ex.mean()), 4),
+            "executor_block_exact": round(float(ex.min(1).values.mean()), 4),  # every position behind the frontier
             "dlm_token_acc": round(float(dl.mean()), 4), "dlm_block_exact": round(float(dl.min(1).values.mean()), 4)}
 
 
@@ -145,11 +145,7 @@ def train(config: ExecutorConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pair = load(config)
     tokenizer, fim = pair.dlm.tokenizer, pair.dlm.fim
-    train_files, dev_files = split_validation(stdlib_files("train"))
-    samples = Samples(train_files, tokenizer, config, fim.fim_ids)
-    val_src = Samples(dev_files, tokenizer, config, fim.fim_ids)
-    vrng = random.Random(99)
-    val = [val_src.draw(vrng) for _ in range(config.eval_samples)]
+    samples, val = training_data(config, tokenizer, fim.fim_ids)
     model = pair.ar.model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
