@@ -75,6 +75,15 @@ def dynamic_commit(entropies: torch.Tensor, open_: torch.Tensor, tau: float, nee
     return mask  # (nc, B)
 
 
+def mean_below(entropies: torch.Tensor, tau: float) -> int:
+    """The length of the longest prefix of `entropies` (n,) whose mean is at most tau (0..n): the dynamic rule
+    on a causal-context DLM's frontier block (decoding.fim_codila), where the frontier token is already decided."""
+    n = entropies.numel()
+    mean = entropies.cumsum(0) / torch.arange(1, n + 1, dtype=entropies.dtype)  # (n,) mean of prefix [0, j]
+    ok = (mean <= tau).nonzero()
+    return int(ok[-1]) + 1 if ok.numel() else 0
+
+
 def lowest_entropy(entropies: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k lowest entropies (k clipped to the length). entropies: (M,) -> (min(k, M),)."""
     return entropies.topk(min(k, entropies.numel()), largest=False).indices

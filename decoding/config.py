@@ -134,7 +134,8 @@ DECODE_SETTINGS: tuple[Setting, ...] = (
     Setting("method", str, "auto", "codila (the AR decodes blocks from soft DLM marginals), codila-top1 "
             "(ablation: the AR sees argmax tokens only), dlm (baseline: the DLM alone); for a causal-context DLM "
             "(the default model): verified (the base's greedy output, block_size tokens drafted per pass and "
-            "checked in the same pass), ar (the base alone, one token per pass); auto = verified for a "
+            "checked in the same pass), ar (the base alone, one token per pass), and codila / codila-top1 (with "
+            "its executor) and dlm unverified behind the base's frontier token; auto = verified for a "
             "causal-context DLM, else codila", choices=METHODS),
     Setting("block_size", int, 4, "B, tokens per AR block (2, 4 or 8 in the paper); method verified: tokens "
             "drafted per pass", low=1, high=16),
@@ -203,6 +204,8 @@ class DecodeConfig:
         "ar"           - a causal-context DLM's base alone, greedy, one token per pass (the plain FIM
                          completer a user would run instead; the output verified decoding reproduces).
         "auto"         - verified for a causal-context DLM, codila for a bidirectional one (the presets).
+    On a causal-context DLM codila, codila-top1 and dlm decode the block at the frontier from the base's row and
+    the drafts, unverified (decoding.fim_codila; codila needs the executor slice of the same base).
     block_size:      B, tokens per AR block (codila methods). 2, 4 or 8 in the paper; any 1..16 accepted.
     mode:            "static" commits exactly one block (B tokens) per iteration;
                      "dynamic" commits the longest block prefix whose mean AR entropy is below `tau`.

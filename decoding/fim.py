@@ -19,6 +19,9 @@ That is speculative decoding with the DLM as the drafter, in one pass per round:
 over sixteen positions costs about what a pass over one does.
 
     generate(fim, prefix_ids, suffix_ids, max_new_tokens, draft=K, stop=..., heal=...) -> DecodeResult
+
+`generate` is the one round loop of every method on this layout; a `Rounds` strategy says what a round commits
+(verified: the run the base agrees with; decoding.fim_codila: the CoDiLA rows, unverified).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
@@ -239,21 +242,58 @@ def step(fim: FimLM, kv: DynamicCache, pending: list[int], block: int) -> tuple[
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The decode: greedy, verified
+# The decode: one pass per round; what a round commits is the strategy's
 
-def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, max_new_tokens: int, *,
-             draft: int = 0, heal: bytes = b"", stop: Callable[[str], str | None] | None = None,
-             cancel: Callable[[], bool] | None = None, on_step: Callable | None = None):
-    """The base's greedy middle between prefix_ids and suffix_ids (None: complete the prefix).
+class Rounds(Protocol):
+    """How a round chooses its tokens, fixed for one decode (decoding.fim_codila.make_rounds picks it).
 
-    draft: K tokens drafted per pass by the adapter (0 = one token per pass, the base alone); the output
-    does not depend on it. heal: text the middle must start with (token healing; the returned text leaves it
-    out). stop(text) -> the finished text, or None to go on (the editor's rule: where a completion ends).
+    block:    masks drafted behind the frontier in each pass (0: none, one token per pass);
+    verifies: True: the next pass's verify rows keep the longest run of the round's tokens the base agrees with
+              (method verified); False: every token a round chooses is committed (the CoDiLA rows: codila,
+              codila-top1 and dlm measure the drafter, so nothing corrects it);
+    propose(logits (V,), drafts (K, V), room) -> the round's tokens: first the base's own token at the frontier,
+              argmax(logits), then at most `room` tokens behind it, read from the K >= 1 draft rows.
     """
-    if draft and not fim.drafts:
-        raise ValueError("draft > 0 needs a DLM with a drafting adapter (codila_dlm_layout 'fim')")
+
+    block: int
+    verifies: bool
+
+    def propose(self, logits: torch.Tensor, drafts: torch.Tensor, room: int) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class DraftArgmax:
+    """The base's frontier token, then each draft row's argmax: verified (block = K drafts per pass), the base
+    alone (block 0), or the DLM alone, unverified (method dlm: block = k - 1)."""
+
+    block: int
+    verifies: bool = True
+
+    def propose(self, logits: torch.Tensor, drafts: torch.Tensor, room: int) -> list[int]:
+        return [int(logits.argmax()), *drafts[:room].argmax(-1).tolist()]
+
+
+@torch.inference_mode()  # no autograd graph: peft's LoRA layers would record one for the drafting passes
+def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, max_new_tokens: int, *,
+             draft: int = 0, rounds: Rounds | None = None, stats: DecodeStats | None = None, heal: bytes = b"",
+             stop: Callable[[str], str | None] | None = None, cancel: Callable[[], bool] | None = None,
+             on_step: Callable | None = None):
+    """The middle between prefix_ids and suffix_ids (None: complete the prefix), one forward pass per round.
+
+    rounds: what each round commits (None: verified, `draft` tokens drafted per pass: the base's greedy
+    middle, which does not depend on `draft`; 0 = the base alone, one token per pass). A round without drafts
+    (the first, the one after a rejected draft, every round while healing) commits the base's token alone.
+    stats: the decode's counters (a strategy that times its own work shares them), None = new ones.
+    heal: text the middle must start with (token healing; the returned text leaves it out): while it is
+    unspelled, each round commits the base's choice among the tokens that spell it. stop(text) -> the
+    finished text, or None to go on (the editor's rule: where a completion ends).
+    """
+    rounds = rounds if rounds is not None else DraftArgmax(draft)
+    if rounds.block and not fim.drafts:
+        raise ValueError("drafting needs a DLM with a drafting adapter (codila_dlm_layout 'fim')")
     start = time.perf_counter()
-    stats = DecodeStats(healing="on" if heal else "off")
+    stats = stats if stats is not None else DecodeStats()
+    stats.healing = "on" if heal else "off"
     ids = fim.prompt(prefix_ids, suffix_ids) or [min(fim.stop_ids)]
     kv, logits, stats.reused_tokens = prefill(fim, ids)
     stats.prefill_tokens = len(ids) - stats.reused_tokens
@@ -262,7 +302,7 @@ def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, ma
     removed = heal.decode("utf-8", errors="replace")
 
     out: list[int] = []
-    drafts: list[int] = []  # drafted tokens for the positions after the next one
+    drafts = logits.new_empty(0, logits.shape[-1])  # (K, V) draft rows behind the frontier, from the last pass
     text = ""
     finished: str | None = None
     iteration = 0
@@ -270,31 +310,34 @@ def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, ma
         while len(out) < max_new_tokens:
             if cancel is not None and cancel():
                 raise Cancelled(f"decode cancelled before iteration {iteration}")
-            if healing is not None and healing.active:  # the boundary token: the base's choice among those
+            healing_now = healing is not None and healing.active
+            if healing_now:  # the boundary token: the base's choice among those that spell the healed text
                 logits = logits.masked_fill(~healing.allowed(healing.remaining, logits.shape[-1], logits.device),
-                                            float("-inf"))  # that spell the healed text
-                drafts = []
+                                            float("-inf"))
             nxt = int(logits.argmax())
             if nxt in fim.stop_ids:
                 break
             room = max_new_tokens - len(out) - 1
-            pending = [nxt, *drafts[:room]]
-            block = min(draft, room - len(pending) + 1) if draft and not (healing and healing.active) else 0
-            verify, drafted = step(fim, kv, pending, max(block, 0))
+            pending = rounds.propose(logits, drafts, room) if len(drafts) and not healing_now else [nxt]
+            assert pending[0] == nxt and len(pending) <= room + 1, "a round starts with the base's frontier token"
+            block = 0 if healing_now else max(0, min(rounds.block, max_new_tokens - len(out) - len(pending)))
+            verify, drafts = step(fim, kv, pending, block)
             stats.dlm_forwards += 1
-            # pending[0] is the base's own choice; draft i is kept while the base, fed the tokens before it,
-            # picks it too (q = p: always accept a draft the greedy base would write itself)
-            accepted = 1
-            while accepted < len(pending) and int(verify[accepted - 1].argmax()) == pending[accepted]:
-                accepted += 1
+            accepted = len(pending)
+            if rounds.verifies:
+                # pending[0] is the base's own choice; draft i is kept while the base, fed the tokens before it,
+                # picks it too (q = p: always accept a draft the greedy base would write itself)
+                accepted = 1
+                while accepted < len(pending) and int(verify[accepted - 1].argmax()) == pending[accepted]:
+                    accepted += 1
             stats.drafted += len(pending) - 1
             stats.accepted += accepted - 1
             kept = pending[:accepted]
             stats.committed_per_iteration.append(accepted)
             if accepted < len(pending):
                 truncate(kv, kv.get_seq_length() - (len(pending) - accepted))
+                drafts = drafts[:0]  # drafted behind a rejected token
             logits = verify[accepted - 1]
-            drafts = drafted.argmax(-1).tolist() if accepted == len(pending) and block > 0 else []
             for token in kept:
                 if token in fim.stop_ids:
                     break
@@ -321,5 +364,6 @@ def generate(fim: FimLM, prefix_ids: list[int], suffix_ids: list[int] | None, ma
     if heal:
         stats.healing = "ok" if body is not None else "failed"
     final = finished if finished is not None else (body or "")
-    stats.seconds = stats.dlm_seconds = time.perf_counter() - start
+    stats.seconds = time.perf_counter() - start
+    stats.dlm_seconds = stats.seconds - stats.ar_seconds  # the executor's calls (codila) are timed apart
     return DecodeResult(final, out, stats, out)

@@ -2,7 +2,8 @@
 
     decode(models, prefix_ids, suffix_ids, config) -> DecodeResult
 
-Each iteration:
+A causal-context DLM (the default model) decodes every method in decoding.fim_codila, one pass per round.
+On a bidirectional DLM's canvas, each iteration:
   1. DLM marginals: one forward pass over prefix + middle + suffix (marginals.py);
   2. commit: the strategy chosen once per decode picks positions and tokens
      - "codila" / "codila-top1": candidate blocks near the frontier are decoded jointly by the AR from
@@ -34,6 +35,7 @@ from decoding.commit import (
 )
 from decoding.config import DEFAULT_TAU, DecodeConfig
 from decoding.executor import BlockExecutor, make_executor
+from decoding.fim_codila import check_fim_method, decode_fim
 from decoding.healing import Healing, TokenTexts, heal_prefix
 from decoding.marginals import Canvas, make_marginals_stage
 from decoding.models import ModelPair
@@ -210,14 +212,12 @@ def resolve_method(config: DecodeConfig, models: ModelPair) -> str:
     causal = models.dlm.fim is not None
     if method == "auto":
         method = "verified" if causal and models.dlm.fim.drafts else ("ar" if causal else "codila")
-    if method in ("ar", "verified") and not causal:
+    if causal:
+        check_fim_method(method, config, models)
+        return method
+    if method in ("ar", "verified"):
         raise ValueError(f"method {method} needs a causal-context DLM (codila_dlm_layout 'fim', the default "
                          "model); a bidirectional DLM decodes with codila or dlm")
-    if method == "verified" and not models.dlm.fim.drafts:
-        raise ValueError("method verified needs a DLM with a drafting adapter; this one has none (use ar)")
-    if method in ("codila", "codila-top1", "dlm") and causal:
-        raise ValueError(f"method {method} needs a bidirectional DLM over a canvas; this causal-context DLM "
-                         "decodes with verified or ar")
     if method in ("codila", "codila-top1") and models.ar is None:
         raise ValueError(f"method {method} needs an AR executor; none is loaded")
     return method
@@ -247,7 +247,7 @@ def decode(
     caller); the result's text leaves it out, its tokens include it. A middle that cannot spell it
     comes back as empty text (`stats.healing` "failed").
     stop: text -> the finished middle, or None to go on (the editor's rule for where a completion ends):
-    methods ar / verified stop decoding there; the canvas methods cut their text with it.
+    a causal-context DLM stops decoding there; the canvas methods cut their text with it.
     Raises ValueError for ids outside the DLM vocabulary or a mask id in the context, Cancelled when
     `cancel()` returns True before an iteration. Same models + inputs + config (seed) -> same result.
     """
@@ -256,12 +256,10 @@ def decode(
     method = resolve_method(config, models)
     _check_ids("prefix_ids", prefix_ids, dlm.vocab_size, None if dlm.fim else dlm.mask_id)
     _check_ids("suffix_ids", suffix_ids, dlm.vocab_size, None if dlm.fim else dlm.mask_id)
-    if method in ("ar", "verified"):  # the causal-context DLM: the base's greedy middle (decoding.fim)
-        from decoding.fim import generate
-
-        return generate(dlm.fim, prefix_ids, suffix_ids if config.read_suffix else None, config.max_new_tokens,
-                        draft=config.block_size if method == "verified" else 0, heal=heal, stop=stop,
-                        cancel=cancel, on_step=on_step)
+    if dlm.fim is not None:  # the causal-context DLM: one pass per round (decoding.fim_codila)
+        tau = resolve_tau(config, models) if models.ar is not None else config.tau
+        return decode_fim(models, method, prefix_ids, suffix_ids, config, tau=tau, heal=heal, stop=stop,
+                          cancel=cancel, on_step=on_step)
     config = config.replace(method=method)
     device = dlm.device
     N, B, mask_id, eos_id = config.max_new_tokens, config.block_size, dlm.mask_id, dlm.eos_id

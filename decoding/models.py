@@ -6,7 +6,9 @@
   "fim": a causal fill-in-the-middle base whose LoRA adapter drafts behind the frontier (decoding.fim; the
   default model): the adapter stays unmerged, switched on per position.
 - The AR executor: any transformers causal LM (Qwen3-0.6B in the paper), run causally. Optional for a
-  "fim" DLM, which decodes (methods ar and verified) without one.
+  "fim" DLM, which decodes (methods ar and verified) without one; its executor (methods codila, codila-top1)
+  is a LoRA adapter over the first `codila_executor_layers` layers of the same base, built as a slice that
+  shares the DLM's weight tensors (`base_slice`: one copy of the base in memory).
 
 Wherever a model folder is accepted, a peft LoRA adapter folder (adapter_config.json +
 adapter_model.safetensors) is accepted too: its base (`base_model_name_or_path`, see `resolve_base`) is
@@ -21,6 +23,7 @@ decoding.base) or .gguf files (converted once to a cached folder). `trust_remote
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -504,24 +507,99 @@ def load_ar(
     if layers is not None:  # a shallower executor: its adapter was trained on the base's first layers only
         truncate_layers(model, layers, f"{source.folder}/config.json: codila_executor_layers")
     model = merge_adapters(model, source)
-    tau = getattr(model.config, "codila_tau", None)
-    if tau is not None:
-        check_codila_tau(tau, f"{source.folder}/config.json: codila_tau")
-    block_size = getattr(model.config, "codila_block_size", None)
-    if block_size is not None:
-        check_codila_block_size(block_size, f"{source.folder}/config.json: codila_block_size")
+    _check_executor_keys(model.config, source.folder)
     _freeze(model)
     tokenizer = load_tokenizer(source.tokenizer_folder, trust_remote_code)
     check_tokenizer(tokenizer, model.get_input_embeddings().weight.shape[0], source.tokenizer_folder)
+    return as_executor(model, tokenizer, source.folder, boundary_tokens)
+
+
+def as_executor(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
+                boundary_tokens: tuple[str, str] | None) -> ExecutorLM:
+    """The ExecutorLM of a loaded AR: its boundary tokens looked up (None = the folder's
+    `codila_boundary_tokens`, else `<think>` / `</think>`), its block size and threshold logged."""
     if boundary_tokens is None:
         boundary_tokens = tuple(getattr(model.config, "codila_boundary_tokens", None) or DEFAULT_BOUNDARY_TOKENS)
         if len(boundary_tokens) != 2 or not all(isinstance(t, str) for t in boundary_tokens):
-            raise ValueError(f"{source.folder}/config.json: codila_boundary_tokens must name two tokens; got {boundary_tokens!r}")
-    open_id, close_id = (_token_id(tokenizer, t, source.folder) for t in boundary_tokens)
-    log.info("AR %s: %s, %s on %s, boundary ids %d/%d, block size %s, dynamic threshold %s", source.folder,
-             type(model).__name__, model.dtype, dev, open_id, close_id, block_size or "not set",
-             f"{tau} nats" if tau is not None else "not set")
-    return ExecutorLM(model, tokenizer, open_id, close_id)
+            raise ValueError(f"{folder}/config.json: codila_boundary_tokens must name two tokens; got {boundary_tokens!r}")
+    open_id, close_id = (_token_id(tokenizer, t, folder) for t in boundary_tokens)
+    executor = ExecutorLM(model, tokenizer, open_id, close_id)
+    log.info("AR %s: %s, %s on %s, boundary ids %d/%d, block size %s, dynamic threshold %s", folder,
+             type(model).__name__, model.dtype, executor.device, open_id, close_id, executor.block_size or "not set",
+             f"{executor.tau} nats" if executor.tau is not None else "not set")
+    return executor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The default model's executor: a shallow slice of the DLM's own base, sharing its weights
+
+def base_slice(model: torch.nn.Module, layers: object, where: str = "codila_executor_layers") -> PreTrainedModel:
+    """The first `layers` decoder layers of `model`'s base with its embedding, final norm and LM head, as a causal
+    LM of its own whose parameters and buffers ARE the base's tensors (the same objects: no second copy).
+
+    model: a causal LM, or a peft model over one (the causal-context DLM): its LoRA layers stay out of the
+    slice (a wrapped projection contributes its base layer's weight), so the DLM's adapter and its per-position
+    gate are untouched, and an adapter attached to the slice (peft) is the slice's alone.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    depth = base.config.num_hidden_layers
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= depth:
+        raise ValueError(f"{where} must be an integer in 1..{depth}; got {layers!r}")
+    config = copy.deepcopy(base.config)
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:layers]
+    with torch.device("meta"):  # a skeleton: every tensor is replaced by the base's below
+        sliced = type(base)(config)
+
+    def plain(name: str) -> str:  # peft's wrapped projection: q_proj.base_layer.weight is q_proj.weight
+        return name.replace(".base_layer.", ".")
+
+    params = {plain(n): p for n, p in base.named_parameters(remove_duplicate=False) if "lora_" not in n}
+    buffers = {plain(n): b for n, b in base.named_buffers(remove_duplicate=False) if "lora_" not in n}
+    for table, kind in ((params, "_parameters"), (buffers, "_buffers")):
+        names = [n for n, _ in (sliced.named_parameters(remove_duplicate=False) if kind == "_parameters"
+                                else sliced.named_buffers(remove_duplicate=False))]
+        for name in names:
+            owner, _, leaf = name.rpartition(".")
+            getattr(sliced.get_submodule(owner), kind)[leaf] = table[name]
+    assert not any(t.is_meta for t in (*sliced.parameters(), *sliced.buffers())), "a slice tensor was not shared"
+    _freeze(sliced)
+    return sliced
+
+
+def shares_base(dlm: DiffusionLM, dlm_source: ModelSource, ar_source: ModelSource) -> bool:
+    """Whether the AR folder is an executor slice of this DLM's base: a causal-context DLM with its drafting
+    adapter straight over a base, and one LoRA adapter over the same base with `codila_executor_layers`."""
+    return (dlm.fim is not None and dlm.fim.drafts and len(dlm_source.adapters) == 1
+            and len(ar_source.adapters) == 1 and ar_source.base == dlm_source.base
+            and "codila_executor_layers" in ar_source.overrides())
+
+
+def load_shared_executor(dlm: DiffusionLM, source: ModelSource,
+                         boundary_tokens: tuple[str, str] | None = None) -> ExecutorLM:
+    """The executor of a causal-context DLM (shares_base): the first `codila_executor_layers` layers of the
+    DLM's own base, shared tensor for tensor (base_slice), with the folder's LoRA adapter attached unmerged to
+    the slice alone. Boundary tokens: as load_ar (the default model's: <|quad_start|> / <|quad_end|>)."""
+    overrides = source.overrides()
+    sliced = base_slice(dlm.model, overrides["codila_executor_layers"],
+                        f"{source.folder}/config.json: codila_executor_layers")
+    for key, value in overrides.items():  # the slice's own config (a copy): the DLM's stays as it is
+        setattr(sliced.config, key, value)
+    _check_executor_keys(sliced.config, source.folder)
+    model = _attach_lora(sliced, source.adapters[-1])
+    _freeze(model)
+    return as_executor(model, dlm.tokenizer, source.folder, boundary_tokens)
+
+
+def _check_executor_keys(config: Any, folder: Path) -> None:
+    """codila_tau and codila_block_size, where the folder sets them, must be usable."""
+    tau = getattr(config, "codila_tau", None)
+    if tau is not None:
+        check_codila_tau(tau, f"{folder}/config.json: codila_tau")
+    block_size = getattr(config, "codila_block_size", None)
+    if block_size is not None:
+        check_codila_block_size(block_size, f"{folder}/config.json: codila_block_size")
 
 
 def load_models(
@@ -544,12 +622,24 @@ def load_models(
                          "'torch', which runs on the GPU as well")
     if ar_backend != "torch":
         raise ValueError(f"ar_backend must be torch; got {ar_backend!r}")
-    dlm = load_dlm(dlm_path or DEFAULT_MODEL_DIR / "dlm", device, dtype, trust_remote_code)
+    dlm_path = dlm_path or DEFAULT_MODEL_DIR / "dlm"
+    dlm = load_dlm(dlm_path, device, dtype, trust_remote_code)
     if ar_path is None and not (DEFAULT_MODEL_DIR / "ar").exists():  # the default model ships no executor
         if dlm.fim is not None:
             return ModelPair(dlm, None, None)  # a causal-context DLM decodes without one (methods ar, verified)
         raise ValueError("a bidirectional DLM needs an AR executor, and the default model ships none: give ar_path")
-    ar = load_ar(ar_path or DEFAULT_MODEL_DIR / "ar", device, dtype, trust_remote_code, boundary_tokens)
+    ar_path = ar_path or DEFAULT_MODEL_DIR / "ar"
+    ar_source = locate_model(ar_path)
+    if shares_base(dlm, locate_model(dlm_path), ar_source):  # the default model's executor: no second base
+        ar = load_shared_executor(dlm, ar_source, boundary_tokens)
+    else:
+        ar = load_ar(ar_path, device, dtype, trust_remote_code, boundary_tokens)
+    return ModelPair(dlm, ar, pair_alignment(dlm, ar))
+
+
+def pair_alignment(dlm: DiffusionLM, ar: ExecutorLM) -> VocabAlignment:
+    """Which DLM ids the AR shares (the DLM's mask and bos ids excluded), on the DLM's device; ValueError when
+    the AR could never end a middle (the DLM's EOS is not its token)."""
     alignment = VocabAlignment.from_tokenizers(
         dlm.tokenizer, ar.tokenizer, dlm_vocab=dlm.vocab_size, ar_vocab=ar.embeddings.shape[0],
         exclude=(dlm.mask_id, *_bos_ids(dlm)),
@@ -557,7 +647,7 @@ def load_models(
     if not bool(alignment.shared[dlm.eos_id]):
         raise ValueError(f"the DLM's eos id {dlm.eos_id} ({dlm.tokenizer.convert_ids_to_tokens(dlm.eos_id)!r}) is not "
                          "the same token for the AR: the executor could never end a middle; is this the right pair?")
-    return ModelPair(dlm, ar, alignment.to(dlm.device))
+    return alignment.to(dlm.device)
 
 
 def make_bidirectional(model: PreTrainedModel) -> None:

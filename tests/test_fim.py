@@ -33,7 +33,7 @@ def _ids(models, text):
 def test_the_default_layout_loads_as_a_drafting_dlm_without_an_executor(tiny):
     _, _, models = tiny
     assert models.dlm.fim is not None and models.dlm.fim.drafts and models.ar is None
-    with pytest.raises(ValueError, match="verified or ar"):
+    with pytest.raises(ValueError, match="needs its executor: none is loaded"):
         infill(models, PREFIX, SUFFIX, fim_config(method="codila", max_new_tokens=8))
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 import training.config as table
-from training.config import TRAINERS, AdaptConfig, DraftConfig, FinetuneConfig, PretrainConfig, TrainSetting
+from training.config import (TRAINERS, AdaptConfig, DraftConfig, ExecutorConfig, FinetuneConfig, PretrainConfig,
+                             TrainSetting)
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_FLAGS = {FinetuneConfig: ["--dlm", "d", "--ar", "a", "--data", "x.jsonl", "--output", "o"],
                   AdaptConfig: ["--output", "o"], PretrainConfig: ["--model", "dlm", "--output", "o"],
-                  DraftConfig: ["--output", "o"]}
+                  DraftConfig: ["--output", "o"], ExecutorConfig: ["--output", "o"]}
 SHARED_ROWS = {name: row for name, row in vars(table).items() if isinstance(row, TrainSetting)}
 ROWS = [(config, row) for config in TRAINERS.values() for row in config.settings()]
 

@@ -173,6 +173,18 @@ RESUME = TrainSetting("resume", bool, True, "continue from the checkpoint in --o
                       group=RUN)
 SAVE_EVERY = TrainSetting("save_every", int, None, "steps between resumable checkpoints", group=RUN, low=1)
 EVAL_EVERY = TrainSetting("eval_every", int, None, "steps between validations", group=RUN, low=1)
+DLM = TrainSetting("dlm", str, None, "the frozen DLM whose marginals the executor reads", group=MODELS, pattern=r"\S",
+                  pattern_message="a folder")
+BOUNDARY_TOKENS = TrainSetting("boundary_tokens", str, None, "OPEN,CLOSE: the tokens around the soft block",
+                               group=MODELS, many="comma")
+EXPORT = TrainSetting("export", str, None, "write the run folder's checkpoint as an adapter folder here, then exit "
+                      "(none = train)", group=RUN, nullable=True, pattern=r"\S", pattern_message="a folder path")
+PREFIX_TOKENS = TrainSetting("prefix_tokens", int, 128, "prefix tokens before the cut, at most", group=SAMPLES, low=1)
+SUFFIX_TOKENS = TrainSetting("suffix_tokens", int, 32, "suffix tokens after the middle, at most", group=SAMPLES, low=0)
+MIDDLE_TOKENS = TrainSetting("middle_tokens", int, 32, "middle tokens", group=SAMPLES, low=2)
+BLOCKS = TrainSetting("blocks", int, 4, "blocks (frontiers) per sample, sharing one pass of the base", group=SAMPLES,
+                      low=1)
+EVAL_SAMPLES = TrainSetting("eval_samples", int, 48, "fixed samples of the dev split validated on", group=RUN, low=1)
 LORA_RANK = TrainSetting("lora_rank", int, None, "LoRA rank r", group=LORA, low=0)
 LORA_ALPHA = TrainSetting("lora_alpha", float, None, "LoRA scale numerator (scale = alpha / rank)", group=LORA, low=0,
                           open_low=True)
@@ -302,8 +314,7 @@ def _values_words(row: TrainSetting) -> str:
 class FinetuneConfig(TrainerConfig):
     """One fine-tuning run of the AR executor on a frozen DLM's marginals (training.finetune)."""
 
-    dlm: str = own(str, REQUIRED, "local folder of the frozen DLM (Dream layout or any Qwen2/Qwen3)", MODELS,
-                   pattern=r"\S", pattern_message="a folder")
+    dlm: str = shared(DLM, default=REQUIRED, help="local folder of the frozen DLM (Dream layout or any Qwen2/Qwen3)")
     ar: str = own(str, REQUIRED, "local folder of the AR executor to start from (Qwen3 layout; an adapter folder "
                   "is merged and the new adapter names it as its base)", MODELS, pattern=r"\S",
                   pattern_message="a folder")
@@ -380,9 +391,9 @@ class FinetuneConfig(TrainerConfig):
                                              "adapter ('boundary' = the AR's two boundary tokens; 'none' = no row)",
                                              LORA, many="comma")
     # the executor's shape: its boundary tokens (empty = the AR's own, see load_ar) and depth (0 = every layer)
-    boundary_tokens: tuple[str, ...] = own(str, (), "OPEN,CLOSE: the tokens around the soft block (none = the AR's "
-                                           "codila_boundary_tokens, else <think>,</think>); written into the "
-                                           "output's config.json", MODELS, many="comma")
+    boundary_tokens: tuple[str, ...] = shared(BOUNDARY_TOKENS, default=(), help="OPEN,CLOSE: the tokens around the "
+                                              "soft block (none = the AR's codila_boundary_tokens, else "
+                                              "<think>,</think>); written into the output's config.json")
     executor_layers: int = own(int, 0, "train and ship only the AR's first K layers (0 = all): a shallower, faster "
                                "executor", MODELS, low=0)
 
@@ -513,14 +524,13 @@ class DraftConfig(TrainerConfig):
     base: str = shared(BASE, default="base:qwen2.5-coder-0.5b", help="the causal fill-in-the-middle base: "
                        "base:NAME, a .gguf file or a model folder")
     output: str = shared(OUTPUT, help="run folder: checkpoint.pt, log.jsonl (keep it outside the repository)")
-    export: str = own(str, None, "write the run folder's checkpoint as an adapter folder here, then exit (none = "
-                      "train)", RUN, nullable=True, pattern=r"\S", pattern_message="a folder path")
+    export: str = shared(EXPORT)
     resume: bool = shared(RESUME)
     # samples: a cut in a source file, tokenised as the editor sends it
-    prefix_tokens: int = own(int, 128, "prefix tokens before the cut, at most", SAMPLES, low=1)
-    suffix_tokens: int = own(int, 32, "suffix tokens after the middle, at most", SAMPLES, low=0)
-    middle_tokens: int = own(int, 32, "middle tokens: frontiers and drafted positions lie in them", SAMPLES, low=3)
-    blocks: int = own(int, 4, "blocks of masks (frontiers) per sample, sharing one context pass", SAMPLES, low=1)
+    prefix_tokens: int = shared(PREFIX_TOKENS)
+    suffix_tokens: int = shared(SUFFIX_TOKENS)
+    middle_tokens: int = shared(MIDDLE_TOKENS, low=3, help="middle tokens: frontiers and drafted positions lie in them")
+    blocks: int = shared(BLOCKS, help="blocks of masks (frontiers) per sample, sharing one context pass")
     block_sizes: tuple[int, ...] = shared(BLOCK_SIZE, name="block_sizes", default=(4, 8), many="comma",
                                           help="K, the masks of a block, drawn from these per sample")
     # optimisation
@@ -533,7 +543,7 @@ class DraftConfig(TrainerConfig):
     max_steps: int = shared(MAX_STEPS, default=100_000, help="stop at this total step")
     save_every: int = shared(SAVE_EVERY, default=10)
     eval_every: int = shared(EVAL_EVERY, default=50)
-    eval_samples: int = own(int, 48, "fixed samples of the dev split validated on", RUN, low=1)
+    eval_samples: int = shared(EVAL_SAMPLES)
     # machine
     threads: int = shared(THREADS, default=2)
     seed: int = shared(SEED)
@@ -547,8 +557,56 @@ class DraftConfig(TrainerConfig):
                              "middle_tokens >= max(block_sizes) + 2")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExecutorConfig(TrainerConfig):
+    """One run training the executor of a causal-context DLM (training.executor): the default model's."""
+
+    dlm: str | None = shared(DLM, nullable=True, help="the causal-context DLM whose marginals the executor reads, "
+                             "an adapter folder (none = the shipped decoding/default_model/dlm); the executor is a "
+                             "slice of its base")
+    output: str = shared(OUTPUT, help="run folder: checkpoint.pt, log.jsonl (keep it outside the repository)")
+    export: str = shared(EXPORT, help="write the run folder's checkpoint as an executor folder here, then exit "
+                         "(none = train)")
+    resume: bool = shared(RESUME)
+    layers: int = own(int, 4, "k, the base's first decoder layers the executor runs (its LoRA on every projection "
+                      "of them; the embedding, final norm and LM head are the base's too)", MODELS, low=1)
+    block_size: int = shared(BLOCK_SIZE, default=4, low=2, help="B, tokens per block: the base's token at the "
+                             "frontier and B - 1 the executor decodes from the drafts")
+    boundary_tokens: tuple[str, ...] = shared(BOUNDARY_TOKENS, default=("<|quad_start|>", "<|quad_end|>"),
+                                              help="OPEN,CLOSE: the tokens around the soft block, two that code "
+                                              "never contains")
+    # samples: a cut in a source file, tokenised as the editor sends it (training.draft's)
+    prefix_tokens: int = shared(PREFIX_TOKENS)
+    suffix_tokens: int = shared(SUFFIX_TOKENS)
+    middle_tokens: int = shared(MIDDLE_TOKENS, help="middle tokens: the blocks lie in them")
+    blocks: int = shared(BLOCKS)
+    # optimisation
+    lr: float = shared(LR, default=3e-4, help="learning rate (AdamW), constant after warmup")
+    warmup_steps: int = shared(WARMUP_STEPS, default=20)
+    max_grad_norm: float = shared(MAX_GRAD_NORM, default=1.0)
+    batch_size: int = shared(BATCH_SIZE, default=8, help="samples per optimiser step (accumulated one at a time)")
+    # budget, checkpoints and logs
+    max_minutes: float = shared(MAX_MINUTES, default=60.0, help="train this many more minutes in this invocation")
+    max_steps: int = shared(MAX_STEPS, default=100_000, help="stop at this total step")
+    save_every: int = shared(SAVE_EVERY, default=10)
+    eval_every: int = shared(EVAL_EVERY, default=50)
+    eval_samples: int = shared(EVAL_SAMPLES)
+    # machine
+    threads: int = shared(THREADS, default=2)
+    seed: int = shared(SEED)
+    # LoRA
+    lora_rank: int = shared(LORA_RANK, default=16, low=1)
+    lora_alpha: float = shared(LORA_ALPHA, default=32.0)
+
+    def check_together(self) -> None:
+        if self.block_size > self.middle_tokens:
+            raise ValueError("the middle must hold a block: middle_tokens >= block_size")
+        if len(self.boundary_tokens) != 2:
+            raise ValueError(f"boundary_tokens must name two tokens; got {self.boundary_tokens!r}")
+
+
 TRAINERS = {"training.finetune": FinetuneConfig, "training.adapt": AdaptConfig, "training.pretrain": PretrainConfig,
-            "training.draft": DraftConfig}
+            "training.draft": DraftConfig, "training.executor": ExecutorConfig}
 
 
 def update_reference(text: str) -> str:

@@ -21,8 +21,8 @@ Samples are editor-shaped: a cut in a Python file of the standard library's trai
 benchmark's held-out files, nor the dev files tuning reads), a prefix of up to `prefix_tokens`, a middle of
 `middle_tokens`, a suffix of up to `suffix_tokens` after it.
 
-State lives in --output: `checkpoint.pt` (adapter, optimiser, step, random state; written atomically every
-`save_every` steps) and `log.jsonl` (the learning curve). Validation every `eval_every` steps on fixed
+State lives in --output (training.lora_run): `checkpoint.pt` (adapter, optimiser, step, random state; written
+atomically every `save_every` steps) and `log.jsonl` (the learning curve). Validation every `eval_every` steps on fixed
 samples from the dev split: draft agreement with the base at offsets 1..K and the expected accepted tokens
 per pass (1 + the sum over k of the chance that drafts 1..k all agree).
 """
@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +39,7 @@ import torch
 
 from training.config import LORA_TARGETS, DraftConfig
 from training.corpus import read_text, split_validation, stdlib_files
+from training.lora_run import load_adapter, run, start, training_note, write_adapter
 
 log = logging.getLogger("training.draft")
 
@@ -95,6 +94,14 @@ class Samples:
             return Sample([pre, *prefix, suf, *suffix, mid], middle_ids)
 
 
+def training_data(config, tokenizer, fim_ids: tuple[int, int, int]) -> tuple[Samples, list[Sample]]:
+    """Samples of the standard library's training split, and `config.eval_samples` fixed ones of its dev files."""
+    train_files, dev_files = split_validation(stdlib_files("train"))
+    dev = Samples(dev_files, tokenizer, config, fim_ids)
+    rng = random.Random(99)
+    return Samples(train_files, tokenizer, config, fim_ids), [dev.draw(rng) for _ in range(config.eval_samples)]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The model: the base with a LoRA adapter, off for the context, on for the blocks
 
@@ -129,26 +136,37 @@ def blocks_mask(cached: int, starts: list[int], K: int) -> torch.Tensor:
     return mask[None, None]
 
 
+def context_pass(model, sample: Sample) -> tuple[torch.Tensor, object, int]:
+    """The base over context + true middle (causal, adapter off, no gradient), as the decoder's cache holds them.
+
+    Returns (base_logits (M, V): row i the base's prediction of middle[i], the KV cache, its length)."""
+    ctx, M = len(sample.context), len(sample.middle)
+    ids = torch.tensor([sample.context + sample.middle])  # (1, ctx + M)
+    with torch.no_grad(), model.disable_adapter():
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=M + 1)
+    return out.logits[0, :-1].float(), out.past_key_values, ctx + M
+
+
+def draft_pass(model, kv, cached: int, starts: list[int], K: int, draft_id: int) -> torch.Tensor:
+    """Blocks of K masks at `starts` (frontier positions) in one pass, adapter on, each seeing the cache before
+    its frontier and its own block. Returns (n*K, V) float: block b's output k predicts position starts[b] + k + 1."""
+    positions = torch.tensor([[s + k for s in starts for k in range(K)]])  # (1, n*K)
+    x = torch.full((1, len(starts) * K), draft_id)
+    return model(input_ids=x, past_key_values=kv, use_cache=True, position_ids=positions,
+                 attention_mask={"full_attention": blocks_mask(cached, starts, K)}).logits[0].float()
+
+
 def sample_loss(model, sample: Sample, K: int, blocks: int, draft_id: int, rng: random.Random,
                 grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(base || draft) over `blocks` blocks of K masks at random frontiers j of one sample.
 
     Returns (loss, agree (blocks, K) bool: the draft's argmax equals the base's)."""
     ctx, M = len(sample.context), len(sample.middle)
-    ids = torch.tensor([sample.context + sample.middle])  # (1, ctx + M)
-    with torch.no_grad(), model.disable_adapter():
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=M + 1)
-    base_logits = out.logits[0, :-1].float()  # (M, V): row i is the base's prediction of middle[i]
-    kv = out.past_key_values
-    cached = ctx + M
+    base_logits, kv, cached = context_pass(model, sample)
     # frontier j: middle[j] is the base's own; block output k predicts middle[j + k + 1]
     js = [rng.randrange(0, M - K) for _ in range(blocks)]
-    starts = [ctx + j for j in js]
-    positions = torch.tensor([[s + k for s in starts for k in range(K)]])  # (1, n*K)
-    x = torch.full((1, blocks * K), draft_id)
     with torch.set_grad_enabled(grad):
-        logits = model(input_ids=x, past_key_values=kv, use_cache=True, position_ids=positions,
-                       attention_mask={"full_attention": blocks_mask(cached, starts, K)}).logits[0].float()
+        logits = draft_pass(model, kv, cached, [ctx + j for j in js], K, draft_id)  # (n*K, V)
     rows = torch.tensor([j + k + 1 for j in js for k in range(K)])  # (n*K,) middle index predicted
     teacher = torch.log_softmax(base_logits[rows], dim=-1)  # (n*K, V)
     student = torch.log_softmax(logits, dim=-1)
@@ -173,128 +191,44 @@ def evaluate(model, val: list[Sample], K: int, draft_id: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Checkpoints and export
+# The run (training.lora_run) and its export
 
-def adapter_state(model) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-
-
-def save_checkpoint(path: Path, model, opt, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"adapter": adapter_state(model), "opt": opt.state_dict(), **state}, tmp)
-    os.replace(tmp, path)
-
-
-def export(model, tokenizer, config: DraftConfig, out: Path, note: dict) -> Path:
+def export(model, config: DraftConfig, out: Path, note: dict) -> Path:
     """The adapter folder the default model ships: bf16 LoRA weights, adapter_config.json naming the base,
     config.json with the DLM's layout (decoding.models reads `codila_dlm_layout`)."""
-    from safetensors.torch import save_file
+    return write_adapter(model, out, config.base, {"codila_dlm_layout": "fim", "dlm_logit_shift": True,
+                                                   "codila_training": note})
 
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    state = {k: v.to(torch.bfloat16).contiguous() for k, v in adapter_state(model).items()}
-    save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    spec = model.peft_config["default"].to_dict()
-    spec["base_model_name_or_path"] = config.base
-    spec["inference_mode"] = True
-    spec = {k: (sorted(v) if isinstance(v, set) else v) for k, v in spec.items()}
-    (tmp / "adapter_config.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
-    (tmp / "config.json").write_text(json.dumps({"codila_dlm_layout": "fim", "dlm_logit_shift": True,
-                                                 "codila_training": note}, indent=2, sort_keys=True))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The run
 
 def train(config: DraftConfig, resume: bool) -> None:
     torch.set_num_threads(config.threads)
     out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint.pt"
     model, tokenizer, fim_ids, draft_id = load(config)
-    train_files, dev_files = split_validation(stdlib_files("train"))
-    samples = Samples(train_files, tokenizer, config, fim_ids)
-    val_src = Samples(dev_files, tokenizer, config, fim_ids)
-    vrng = random.Random(99)
-    val = [val_src.draw(vrng) for _ in range(config.eval_samples)]
+    samples, val = training_data(config, tokenizer, fim_ids)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    step, minutes_before, rng = 0, 0.0, random.Random(config.seed)
-    if resume and ckpt.exists():
-        from peft import set_peft_model_state_dict
-
-        saved = torch.load(ckpt, weights_only=False)
-        set_peft_model_state_dict(model, saved["adapter"])
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
-        opt.load_state_dict(saved["opt"])
-        step, minutes_before = saved["step"], saved["minutes"]
-        rng.setstate(saved["rng"])
-        log.info("resumed at step %d (%.1f minutes trained)", step, minutes_before)
-    elif ckpt.exists():
-        raise SystemExit(f"{ckpt} exists and --no-resume was given: choose another --output (a run never "
-                         "overwrites another's checkpoint), or leave out --no-resume to go on")
+    rng = random.Random(config.seed)
+    begun = start(out / "checkpoint.pt", model, opt, rng, resume)
+    if begun[0]:
+        log.info("resumed at step %d (%.1f minutes trained)", *begun)
     log.info("config %s", json.dumps(asdict(config)))
-    model.train()
-    started = time.perf_counter()
-    logf = open(out / "log.jsonl", "a")
-    if step == 0:
-        logf.write(json.dumps({"step": 0, "minutes": 0.0, **evaluate(model, val, 8, draft_id)}) + "\n")
-        logf.flush()
-    while step < config.max_steps and (time.perf_counter() - started) / 60 < config.max_minutes:
-        lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        total, agree_sum = 0.0, 0.0
-        for _ in range(config.batch_size):
-            K = rng.choice(config.block_sizes)
-            loss, agree = sample_loss(model, samples.draw(rng), K, config.blocks, draft_id, rng)
-            (loss / config.batch_size).backward()
-            total += float(loss.detach()) / config.batch_size
-            agree_sum += float(agree[:, 0].float().mean()) / config.batch_size
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        minutes = minutes_before + (time.perf_counter() - started) / 60
-        record = {"step": step, "minutes": round(minutes, 2), "loss": round(total, 4), "agree1": round(agree_sum, 3)}
-        if step % config.eval_every == 0:
-            record.update(evaluate(model, val, 8, draft_id))
-        logf.write(json.dumps(record) + "\n")
-        logf.flush()
-        if step % config.save_every == 0:
-            save_checkpoint(ckpt, model, opt, {"step": step, "minutes": minutes, "rng": rng.getstate(),
-                                               "config": asdict(config)})
-    minutes = minutes_before + (time.perf_counter() - started) / 60
-    save_checkpoint(ckpt, model, opt, {"step": step, "minutes": minutes, "rng": rng.getstate(),
-                                       "config": asdict(config)})
+
+    def one_sample(rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
+        K = rng.choice(config.block_sizes)
+        loss, agree = sample_loss(model, samples.draw(rng), K, config.blocks, draft_id, rng)
+        return loss, {"agree1": float(agree[:, 0].float().mean())}
+
+    step, minutes = run(config, out, model, params, opt, rng, begun, one_sample,
+                        lambda: evaluate(model, val, 8, draft_id))
     log.info("stopped at step %d, %.1f minutes", step, minutes)
 
 
 def export_run(config: DraftConfig, target: Path) -> Path:
-    from peft import set_peft_model_state_dict
-
-    ckpt = Path(config.output).expanduser() / "checkpoint.pt"
-    saved = torch.load(ckpt, weights_only=False)
-    model, tokenizer, _, draft_id = load(config)
-    set_peft_model_state_dict(model, saved["adapter"])
-    curve = [json.loads(line) for line in (ckpt.parent / "log.jsonl").read_text().splitlines() if line.strip()]
-    evals = [r for r in curve if "accepted_per_pass" in r]
-    run = saved["config"]
-    note = {"steps": saved["step"], "minutes": round(saved["minutes"], 1), "device": "cpu (2 cores)",
-            "samples": saved["step"] * run.get("batch_size", run.get("batch", 0)),
-            "last_eval": evals[-1] if evals else None, "run": run}
-    return export(model, tokenizer, config, target, note)
+    saved, note = training_note(Path(config.output).expanduser() / "checkpoint.pt", "accepted_per_pass")
+    model, _, _, _ = load(config)
+    load_adapter(model, saved)
+    return export(model, config, target, note)
 
 
 def main(argv: list[str] | None = None) -> None:

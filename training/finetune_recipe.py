@@ -115,7 +115,8 @@ def ar_block_batch(pair: ModelPair, inputs: torch.Tensor, labels: torch.Tensor, 
 
 
 def ar_block_loss(model: torch.nn.Module, embeds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean CE of the AR on each block's true tokens. -> (loss, number of target tokens).
+    """Mean CE of the AR on each block's true tokens (a target of -100 is not trained: cross_entropy's
+    ignore_index). -> (loss, number of target tokens).
 
     Position B + 1 (`</think>`) predicts y_1, position B + 1 + k predicts y_{k+1}; the last input position
     (y_B) predicts nothing, and the LM head runs on the last B + 1 positions only.

@@ -7,7 +7,9 @@
 - a DLM in the Dream layout: Qwen2 architecture, `dlm_logit_shift` and `mask_token_id` in config.json;
 - an AR executor in the Qwen3 layout with tied embeddings;
 - the default model's shape (`build_tiny_fim_dlm`): a Qwen2 causal base whose tokenizer has Qwen2.5-Coder's FIM
-  tokens, and a drafting LoRA adapter folder over it (`codila_dlm_layout` "fim", decoding.fim).
+  tokens, and a drafting LoRA adapter folder over it (`codila_dlm_layout` "fim", decoding.fim);
+  `build_tiny_fim_executor`: its executor, a LoRA adapter folder over the base's first layer
+  (`codila_executor_layers`, decoding.models.base_slice).
 Weights are random (seeded): these models test plumbing, not quality.
 """
 
@@ -63,7 +65,9 @@ def build_tiny_models(root: Path, seed: int = 0, hidden: int = 32, layers: int =
 
 
 
-FIM_SPECIALS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>"]
+FIM_SPECIALS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>",
+                "<|quad_start|>", "<|quad_end|>"]  # the last two: the executor's boundary tokens (EXECUTOR_BOUNDARY)
+EXECUTOR_BOUNDARY = ("<|quad_start|>", "<|quad_end|>")
 
 
 def build_tiny_fim_base(folder: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
@@ -111,6 +115,31 @@ def build_tiny_fim_dlm(root: Path, seed: int = 0) -> tuple[Path, Path]:
     (adapter / "adapter_config.json").write_text(json.dumps(config, default=str))
     (adapter / "config.json").write_text(json.dumps({"codila_dlm_layout": "fim", "dlm_logit_shift": True}))
     return base, adapter
+
+
+def build_tiny_fim_executor(root: Path, base: Path, seed: int = 0, layers: int = 1, block_size: int = 4) -> Path:
+    """The executor of a tiny causal-context DLM (build_tiny_fim_dlm's `base`), as an executor folder ships: a
+    LoRA adapter (random, non-zero weights) on every projection of the base's first `layers` layers, with
+    config.json's `codila_executor_layers`, `codila_block_size` and `codila_boundary_tokens`. Returns its folder."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from decoding.models import base_slice
+    from training.config import LORA_TARGETS
+
+    folder = Path(root) / "ar"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS), init_lora_weights=False)
+    torch.manual_seed(seed + 2)
+    model = get_peft_model(base_slice(Qwen2ForCausalLM.from_pretrained(base), layers), spec)
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()},
+              str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in spec.to_dict().items()}
+    config["base_model_name_or_path"] = str(base)
+    (folder / "adapter_config.json").write_text(json.dumps(config, default=str))
+    (folder / "config.json").write_text(json.dumps({"codila_executor_layers": layers, "codila_block_size": block_size,
+                                                    "codila_boundary_tokens": list(EXECUTOR_BOUNDARY)}))
+    return folder
 
 
 if __name__ == "__main__":
