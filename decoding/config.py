@@ -182,8 +182,10 @@ MODEL_SETTINGS: tuple[Setting, ...] = (
             pattern=r"\S", pattern_message="a folder path or null (the default model)", flag="--ar"),
     Setting("device", str, "auto", "auto = cuda when available, else cpu; or cpu, cuda, cuda:N",
             pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)$", pattern_message="auto, cpu, cuda or cuda:N"),
-    Setting("dtype", str, "auto", "auto = bfloat16 on cuda; on cpu the checkpoint's own (the default model: "
-            "bfloat16), float32 when it names none", choices=DTYPES),
+    Setting("dtype", str, "auto", "auto = bfloat16 on cuda; on cpu int8 where the model's config.json asks for it "
+            "(the default model, without an executor), else the checkpoint's own, float32 when it names none; int8: "
+            "the Linear weights in int8, a causal-context DLM on cpu only (3x faster passes, half the memory)",
+            choices=DTYPES),
     Setting("ar_backend", str, "torch", "the AR executor's runtime: torch (transformers); the vLLM backend was "
             "removed (docs/real-pair.md)", choices=AR_BACKENDS),
     Setting("trust_remote_code", bool, False, "allow the checkpoints' own Python code (off: Dream loads as "

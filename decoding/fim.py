@@ -46,23 +46,16 @@ DRAFT_TOKEN = "<|fim_pad|>"  # the mask token of the drafting block: present in 
 
 
 class PositionGate:
-    """Switches a LoRA adapter on per position: `mask` (N, T, 1) multiplies every adapter's output (None: on
-    everywhere, as in training's block pass). Installed as forward hooks on the adapter's lora_B modules."""
+    """Switches a LoRA adapter per position: `mask` (N, T, 1) multiplies every adapter's output (None: on
+    everywhere, as in training's block pass). Installed as forward hooks on the adapter's lora_B modules.
+    `off()` skips the adapter's layers altogether (the base alone, exact)."""
 
     def __init__(self) -> None:
         self.mask: torch.Tensor | None = None
+        self.layers: list[torch.nn.Module] = []  # peft's LoRA layers
 
     def hook(self, module, inputs, output):
         return output if self.mask is None else output * self.mask.to(output.dtype)
-
-    @contextmanager
-    def closed(self):
-        """The adapter off at every position, for the duration."""
-        before, self.mask = self.mask, torch.zeros(())
-        try:
-            yield
-        finally:
-            self.mask = before
 
     def install(self, model: torch.nn.Module) -> int:
         n = 0
@@ -70,7 +63,24 @@ class PositionGate:
             if name.split(".")[-2:-1] == ["lora_B"]:
                 module.register_forward_hook(self.hook)
                 n += 1
+            elif hasattr(module, "lora_B") and hasattr(module, "_disable_adapters"):
+                self.layers.append(module)
         return n
+
+    @contextmanager
+    def off(self):
+        """The adapter off for the duration: each LoRA layer runs its base layer only. Not peft's
+        disable_adapter(), which builds a status report from every layer's repr on each entry (that unpacks
+        every int8 weight: seconds per pass; milliseconds in bfloat16). `_disable_adapters` is the flag peft's
+        own enable_adapters() sets, without that method's side effect of making the adapter trainable."""
+        before = [layer._disable_adapters for layer in self.layers]
+        for layer in self.layers:
+            layer._disable_adapters = True
+        try:
+            yield
+        finally:
+            for layer, flag in zip(self.layers, before):
+                layer._disable_adapters = flag
 
 
 @dataclass
@@ -107,11 +117,8 @@ class FimLM:
         self._cache = None
 
     def adapter_off(self):
-        """Context manager: the base alone. The gate multiplies the adapter's output by zero, which leaves the
-        base's output exact (x + 0 = x). Not peft's disable_adapter: it builds a status report from every
-        layer's repr on each entry, which unpacks each int8 weight (seconds per pass) and costs ms even in
-        bfloat16."""
-        return self.gate.closed() if self.drafts else nullcontext()
+        """Context manager: the base alone (PositionGate.off), or nothing to switch off."""
+        return self.gate.off() if self.drafts else nullcontext()
 
     def prompt(self, prefix_ids: list[int], suffix_ids: list[int] | None) -> list[int]:
         """PSM order, as Qwen2.5-Coder was trained: <|fim_prefix|> P <|fim_suffix|> S <|fim_middle|>.

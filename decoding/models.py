@@ -355,8 +355,10 @@ def load_dlm(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
+    int8_ok: bool = True,
 ) -> DiffusionLM:
-    """Load a DLM from a local folder (or LoRA adapter folder) and switch every attention layer to bidirectional."""
+    """Load a DLM from a local folder (or LoRA adapter folder) and switch every attention layer to bidirectional.
+    int8_ok False: dtype auto never picks int8 weights (an executor slice will share the base's float weights)."""
     source = locate_model(path)
     dev = resolve_device(device)
     raw = source.config()
@@ -365,7 +367,7 @@ def load_dlm(
         raise ValueError(f"{source.folder}/config.json: codila_dlm_layout must be one of {', '.join(DLM_LAYOUTS)}; "
                          f"got {layout!r}")
     if layout == "fim":
-        return load_fim_dlm(source, dev, dtype, trust_remote_code, attn_implementation)
+        return load_fim_dlm(source, dev, dtype, trust_remote_code, attn_implementation, int8_ok=int8_ok)
     is_dream = str(raw.get("model_type", "")).lower() == "dream"
     kwargs = dict(dtype=resolve_dtype(dtype, dev, _checkpoint_dtype(raw)), use_safetensors=True,
                   attn_implementation=attn_implementation, device_map=dev)
@@ -399,12 +401,16 @@ def load_dlm(
 
 
 def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", trust_remote_code: bool = False,
-                 attn_implementation: str = "sdpa", require_fim: bool = True) -> DiffusionLM:
+                 attn_implementation: str = "sdpa", require_fim: bool = True, int8_ok: bool = True) -> DiffusionLM:
     """A causal-context DLM (layout "fim"): the base, causal, with its last LoRA adapter left unmerged as the
     drafter (decoding.fim); earlier adapters of a chain are merged. With no adapter: the base alone, which
-    decodes with method ar only. require_fim False: a tokenizer without FIM tokens is a prefix completer."""
+    decodes with method ar only. require_fim False: a tokenizer without FIM tokens is a prefix completer.
+
+    dtype int8, or auto on a CPU for a model whose config.json says `codila_cpu_dtype: "int8"` (the default
+    model: its card measures int8 against bfloat16) unless int8_ok is False: int8 Linear weights
+    (decoding.quantize)."""
     raw = source.config()
-    int8 = dtype == INT8
+    int8 = dtype == INT8 or (dtype == "auto" and dev.type == "cpu" and int8_ok and raw.get("codila_cpu_dtype") == INT8)
     if int8 and dev.type != "cpu":
         raise ValueError(f"dtype int8 runs on a CPU only (torch's dynamic quantization); the device is {dev}")
     model, info = AutoModelForCausalLM.from_pretrained(
@@ -623,13 +629,18 @@ def load_models(
     if ar_backend != "torch":
         raise ValueError(f"ar_backend must be torch; got {ar_backend!r}")
     dlm_path = dlm_path or DEFAULT_MODEL_DIR / "dlm"
-    dlm = load_dlm(dlm_path, device, dtype, trust_remote_code)
-    if ar_path is None and not (DEFAULT_MODEL_DIR / "ar").exists():  # the default model ships no executor
+    if ar_path is None and (DEFAULT_MODEL_DIR / "ar").exists():
+        ar_path = DEFAULT_MODEL_DIR / "ar"
+    ar_source = locate_model(ar_path) if ar_path is not None else None
+    a_slice = ar_source is not None and "codila_executor_layers" in ar_source.overrides()
+    if a_slice and dtype == INT8:
+        raise ValueError(f"{ar_path} is an executor slice that shares the base's weights, and dtype int8 would "
+                         "quantize them under it: load with dtype auto or bfloat16 to decode with the executor")
+    dlm = load_dlm(dlm_path, device, dtype, trust_remote_code, int8_ok=not a_slice)
+    if ar_source is None:  # the default model ships no executor
         if dlm.fim is not None:
             return ModelPair(dlm, None, None)  # a causal-context DLM decodes without one (methods ar, verified)
         raise ValueError("a bidirectional DLM needs an AR executor, and the default model ships none: give ar_path")
-    ar_path = ar_path or DEFAULT_MODEL_DIR / "ar"
-    ar_source = locate_model(ar_path)
     if shares_base(dlm, locate_model(dlm_path), ar_source):  # the default model's executor: no second base
         ar = load_shared_executor(dlm, ar_source, boundary_tokens)
     else:

@@ -139,7 +139,9 @@ def own(kind: type, default: Any, help: str, group: str, **attributes: Any) -> A
 _DECODING = {row.name: row for row in (*DECODE_SETTINGS, *MODEL_SETTINGS)}
 BLOCK_SIZE = _from_decoding(_DECODING["block_size"], group=MODELS)  # the decoders' range: what a trained AR serves
 DEVICE = _from_decoding(_DECODING["device"], group=MACHINE)
-DTYPE = _from_decoding(_DECODING["dtype"], group=MACHINE)
+# int8 weights are an inference format (the causal-context DLM on a CPU); training reads float weights
+DTYPE = _from_decoding(_DECODING["dtype"], group=MACHINE,
+                       choices=tuple(c for c in _DECODING["dtype"].choices if c != "int8"))
 TRUST_REMOTE_CODE = _from_decoding(_DECODING["trust_remote_code"], group=MACHINE)
 OUTPUT = TrainSetting("output", str, REQUIRED, "the run's folder", group=MODELS, pattern=r"\S",
                       pattern_message="a folder")

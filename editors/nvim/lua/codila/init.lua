@@ -327,7 +327,7 @@ H.settings_schema = {
   dlmPath = { type = 'string', nullable = true, pattern = { '%S' }, pattern_message = 'a folder path (or vim.NIL)' },
   arPath = { type = 'string', nullable = true, pattern = { '%S' }, pattern_message = 'a folder path (or vim.NIL)' },
   device = { type = 'string', pattern = { '^auto$', '^cpu$', '^cuda$', '^cuda:%d+$' }, pattern_message = 'auto, cpu, cuda or cuda:N' },
-  dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16' } },
+  dtype = { type = 'string', enum = { 'auto', 'float32', 'bfloat16', 'float16', 'int8' } },
   arBackend = { type = 'string', enum = { 'torch' } },
   trustRemoteCode = { type = 'boolean' },
   method = { type = 'string', enum = { 'auto', 'verified', 'ar', 'codila', 'codila-top1', 'dlm' }, nullable = true },
