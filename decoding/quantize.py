@@ -28,13 +28,18 @@ def quantize_int8(model: nn.Module) -> int:
     at a time (peak memory: one layer in float32 on top of the model). Returns how many were replaced."""
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("int8 weights are for CPU decoding (torch's dynamic quantization runs on CPU only)")
-    targets = [(name, module) for name, module in model.named_modules()
+    # names, not modules: a list of the modules would keep every float32 copy alive to the end (+2 GB); the
+    # largest first (the LM head), while few of the checkpoint's mapped pages have been read in
+    linears = [(module.weight.numel(), name) for name, module in model.named_modules()
                if type(module) is nn.Linear and not _is_adapter(name)]
-    for name, linear in targets:
+    targets = [name for _, name in sorted(linears, key=lambda pair: -pair[0])]
+    for name in targets:
         parent_name, _, attr = name.rpartition(".")
-        linear.float()
+        parent = model.get_submodule(parent_name) if parent_name else model
+        linear = getattr(parent, attr).float()
         linear.qconfig = per_channel_dynamic_qconfig
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, Int8Linear.from_float(linear))
+        setattr(parent, attr, Int8Linear.from_float(linear))
+        del linear
     embedding = model.get_input_embeddings()
     for module in model.modules():  # norms, adapters, rotary buffers: float32 (the activations' dtype)
         if module is not embedding and not isinstance(module, Int8Linear):

@@ -6,7 +6,7 @@ import torch
 
 import decoding.fim as fim_mod
 from decoding import infill, preset
-from decoding.fim import generate, round_mask
+from decoding.fim import DraftMeter, generate, round_mask
 from decoding.models import load_fim_base, load_models
 from training.tiny_models import build_tiny_fim_dlm
 
@@ -37,8 +37,14 @@ def test_the_default_layout_loads_as_a_drafting_dlm_without_an_executor(tiny):
         infill(models, PREFIX, SUFFIX, fim_config(method="codila", max_new_tokens=8))
 
 
+def paying_meter() -> DraftMeter:
+    """A meter that has measured drafting to pay (tests that look at the drafts must not depend on timing)."""
+    return DraftMeter(drafting_ms=1.0, plain_ms=1.0, gain=1.0)
+
+
 def test_verified_decoding_is_the_bases_greedy_output_whatever_the_drafts(tiny, monkeypatch):
     _, _, models = tiny
+    monkeypatch.setattr(models.dlm.fim, "meter", paying_meter())
     ar = infill(models, PREFIX, SUFFIX, fim_config(method="ar", max_new_tokens=24, token_healing=False))
     assert ar.stats.dlm_forwards == len(ar.tokens) - 1 or ar.stats.dlm_forwards == len(ar.tokens)
     for k in (1, 4, 8):
@@ -109,3 +115,33 @@ def test_round_mask_is_causal_for_pending_tokens_and_bidirectional_for_the_block
     assert m[0, 3:].tolist() == [True, False, False, False, False]  # pending 0 sees itself only
     assert m[1, 3:].tolist() == [True, True, False, False, False]
     assert bool(m[2:, 3:].all())  # the block sees every pending token and the whole block
+
+
+def test_the_draft_meter_drafts_where_drafting_pays_and_explores_the_other_choice():
+    meter = DraftMeter(explore=4)
+    assert meter.draft_now()  # nothing measured: draft first
+    meter.passed(True, 60.0)
+    meter.accepted(0)
+    assert not meter.draft_now()  # then measure a plain pass
+    meter.passed(False, 30.0)
+    # 1.0 token per 60 ms drafting against 1 per 30 ms plain: plain, except every 4th round
+    choices = [meter.draft_now() for _ in range(8)]  # rounds 3 to 10
+    assert choices == [False, True, False, False, False, True, False, False]  # rounds 4 and 8 explore
+    for _ in range(30):  # the drafts start being accepted: 3 per drafting pass, 4 tokens per 60 ms
+        meter.accepted(3)
+    assert meter.pays() and [meter.draft_now() for _ in range(4)] == [True, False, True, True]  # 12 explores
+
+
+def test_verified_keeps_to_plain_passes_where_drafting_does_not_pay_and_the_output_is_the_same(tiny, monkeypatch):
+    _, _, models = tiny
+    config = fim_config(block_size=4, max_new_tokens=24, token_healing=False)
+    monkeypatch.setattr(models.dlm.fim, "meter", paying_meter())
+    drafting = infill(models, PREFIX, SUFFIX, config)
+    # measured: drafting passes cost 10x a plain one and yield nothing
+    losing = DraftMeter(drafting_ms=100.0, plain_ms=10.0, gain=0.0, weight=0.0)  # weight 0: it stays so
+    monkeypatch.setattr(models.dlm.fim, "meter", losing)
+    plain = infill(models, PREFIX, SUFFIX, config)
+    assert plain.tokens == drafting.tokens and plain.text == drafting.text
+    assert drafting.stats.drafted > 0
+    rounds = plain.stats.dlm_forwards
+    assert plain.stats.drafted <= 4 * (rounds // losing.explore + 1)  # only the exploring rounds drafted
