@@ -36,7 +36,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from decoding.base import is_model_reference, resolve_model_path
-from decoding.quantize import output_rows, quantize_int8
+from decoding.quantize import is_int8, output_rows, quantize_int8
 from decoding.fim import FimLM, wrap_fim
 from decoding.soft import VocabAlignment
 
@@ -548,6 +548,9 @@ def base_slice(model: torch.nn.Module, layers: object, where: str = "codila_exec
     gate are untouched, and an adapter attached to the slice (peft) is the slice's alone.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if is_int8(base):
+        raise ValueError("an executor slice shares the base's float weights, and this base's are int8: load the "
+                         "DLM with dtype bfloat16 (or auto, which keeps them float beside an executor)")
     depth = base.config.num_hidden_layers
     if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= depth:
         raise ValueError(f"{where} must be an integer in 1..{depth}; got {layers!r}")

@@ -9,7 +9,7 @@ import torch
 from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
 from decoding import infill, preset
-from decoding.models import load_ar, load_fim_base, load_models
+from decoding.models import base_slice, load_ar, load_fim_base, load_models
 from decoding.quantize import is_int8
 from training.tiny_models import build_tiny_fim_dlm, build_tiny_fim_executor
 
@@ -87,8 +87,10 @@ def test_auto_picks_int8_only_where_the_models_config_says_so(folders, tmp_path)
     assert infill(with_executor, PREFIX, SUFFIX, preset("balanced", method="codila", max_new_tokens=8)).tokens
 
 
-def test_int8_is_refused_where_it_cannot_apply(folders, tmp_path):
+def test_int8_is_refused_where_it_cannot_apply(folders, int8, tmp_path):
     base, adapter = folders
+    with pytest.raises(ValueError, match="shares the base's float weights"):
+        base_slice(int8.dlm.model, 1)  # what training.executor builds its executor from
     with pytest.raises(ValueError, match="int8 is for the causal-context DLM"):
         load_ar(base, device="cpu", dtype="int8")
     executor = build_tiny_fim_executor(tmp_path, base)

@@ -57,7 +57,7 @@ def load(config: ExecutorConfig):
     from decoding.models import ModelPair, as_executor, base_slice, load_dlm, pair_alignment
 
     folder = dlm_folder(config)
-    dlm = load_dlm(folder, device="cpu")
+    dlm = load_dlm(folder, device="cpu", int8_ok=False)  # the slice shares the base's float weights
     if dlm.fim is None or not dlm.fim.drafts:
         raise SystemExit(f"{folder} is not a causal-context DLM with a drafting adapter (codila_dlm_layout 'fim')")
     sliced = base_slice(dlm.model, config.layers, "--layers")
