@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -73,8 +74,7 @@ def complete(models: Any, context: Context, settings: ServerSettings, *,
 
     started = time.perf_counter()
     tokenizer = models.dlm.tokenizer
-    gap = window(context, context_budget(models, settings),
-                 lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+    gap = window(context, context_budget(models, settings), partial(token_starts, tokenizer))
     window_ms = _ms_since(started)
 
     if on_decode is not None:
@@ -97,6 +97,11 @@ def complete(models: Any, context: Context, settings: ServerSettings, *,
         cache.store(context, text)
     return Completion(text, "ok" if text else "empty", verdict.status, result.stats.as_dict(),
                       window_ms, decode_ms, tidy_ms, verdict.millis)
+
+
+def token_starts(tokenizer: Any, text: str) -> list[int]:
+    """The character offset where each token of `text` starts (a fast tokenizer's offset mapping)."""
+    return [start for start, _ in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
 
 
 def context_budget(models: Any, settings: ServerSettings) -> int:

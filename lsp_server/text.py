@@ -1,12 +1,13 @@
 """Text stages around the decoder: where the cursor is, what the model sees, and tidying what it wrote.
 
     context_at(doc, position) / context_for_range(doc, range)   LSP position (UTF-16) -> prefix | suffix
-    window(context, budget, count_tokens)                        what the decoder reads around the cursor
+    window(context, budget, token_starts)                        what the decoder reads around the cursor
     tidy(text, context)                                          drop what already follows the cursor,
                                                                  indent like the file
     worth_showing(text, context)                                 not whitespace, not a repeat of the suffix
 
-Pure functions on strings and pygls documents; no model, no I/O (`window` is handed a token counter).
+Pure functions on strings and pygls documents; no model, no I/O (`window` is handed the tokenizer's
+token start offsets).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from decoding.context import SUFFIX_SHARE, split_context
 from verify import language_for
 
 CHARS_PER_TOKEN = 8  # a generous upper bound for code: the character cut before tokenizing never bites first
+ANCHOR_CHARS = 512  # a long prefix's window starts at a line after a multiple of this many characters
+ANCHOR_MARGIN = 4  # tokens left free under the budget (a cut at a line start may tokenize a little longer)
 MAX_OVERLAP = 400  # characters of the suffix compared with the end of a completion
 TIDY_SAMPLE = 20_000  # characters each side of the cursor that tidying reads (lines, indentation)
 BINARY_CONTROL_SHARE = 0.1  # more control characters than this in the visible context: binary content
@@ -83,21 +86,49 @@ class Window:
     suffix_tokens: int
 
 
-def window(context: Context, budget: int, count_tokens: Callable[[str], int]) -> Window:
+def window(context: Context, budget: int, token_starts: Callable[[str], list[int]]) -> Window:
     """`budget` tokens around the cursor, shared by decoding.context.split_context (3/4 before, 1/4 after;
     what one side does not need goes to the other).
 
     Characters are cut first, CHARS_PER_TOKEN per token, so a 5 MB file is never tokenized whole. A side
-    with fewer characters than that for its share is counted exactly (`count_tokens`); a longer side
-    counts as long, so the common cases (mid-file, end of file) tokenize a few lines at most.
+    with fewer characters than that for its share is counted exactly (`token_starts(text)`: the character
+    offset where each token of `text` starts); a longer side counts as long, so the common cases (mid-file,
+    end of file) tokenize a few lines at most. A prefix longer than its share starts at an anchor
+    (`anchored_start`), so that the next keystrokes' windows start at the same place.
     """
     suffix_share = budget // SUFFIX_SHARE
     prefix_share = budget - suffix_share
-    n_prefix = count_tokens(context.prefix) if len(context.prefix) < prefix_share * CHARS_PER_TOKEN else budget
-    n_suffix = count_tokens(context.suffix) if len(context.suffix) < suffix_share * CHARS_PER_TOKEN else budget
+    n_prefix = len(token_starts(context.prefix)) if len(context.prefix) < prefix_share * CHARS_PER_TOKEN else budget
+    n_suffix = len(token_starts(context.suffix)) if len(context.suffix) < suffix_share * CHARS_PER_TOKEN else budget
     keep_prefix, keep_suffix = split_context(n_prefix, n_suffix, budget)
-    prefix = context.prefix[-keep_prefix * CHARS_PER_TOKEN:] if keep_prefix else ""
+    prefix = ""
+    if keep_prefix:
+        prefix = context.prefix if keep_prefix >= n_prefix else \
+            context.prefix[anchored_start(context.prefix, keep_prefix, token_starts):]
     return Window(prefix, context.suffix[: keep_suffix * CHARS_PER_TOKEN], keep_prefix, keep_suffix)
+
+
+def anchored_start(prefix: str, tokens: int, token_starts: Callable[[str], list[int]]) -> int:
+    """Where a window of at most `tokens` tokens before the cursor starts in a prefix longer than that.
+
+    Not simply `tokens` tokens back: that start moves with every character typed, and the decoder could reuse
+    none of the keys and values it cached for the last request (a full prefill per keystroke). The window
+    starts instead at the first line that begins after the first multiple of ANCHOR_CHARS that fits: it stays
+    put while the user types, until the text has grown by about ANCHOR_CHARS, at the price of up to that much
+    context. A cursor line longer than that starts at the multiple itself.
+    """
+    text = prefix[-tokens * CHARS_PER_TOKEN:]
+    offset = len(prefix) - len(text)
+    starts = token_starts(text)
+    first = len(starts) - tokens + ANCHOR_MARGIN  # the first token the window may keep
+    earliest = offset + (starts[first] if 0 < first < len(starts) else 0 if first <= 0 else len(text))
+    grid = -(-earliest // ANCHOR_CHARS) * ANCHOR_CHARS
+    if grid >= len(prefix):
+        return earliest
+    if grid == 0 or prefix[grid - 1] == "\n":
+        return grid
+    newline = prefix.find("\n", grid, len(prefix))
+    return newline + 1 if newline != -1 else grid
 
 
 def worth_showing(text: str, context: Context) -> bool:

@@ -20,8 +20,8 @@ from lsp_server.engine import Engine
 from lsp_server.pipeline import SuggestionCache
 from lsp_server.server import completion_item
 from lsp_server.settings import ServerSettings, merge
-from lsp_server.text import (context_at, context_for_range, indent_unit, looks_binary, match_indentation,
-                             strip_overlap, tidy, window)
+from lsp_server.text import (ANCHOR_CHARS, context_at, context_for_range, indent_unit, looks_binary,
+                             match_indentation, strip_overlap, tidy, window)
 from lsp_server.training_job import finetune_command, parse_arguments
 from decoding.context import split_context
 
@@ -40,7 +40,7 @@ def test_a_bad_value_is_refused_by_name_and_the_rest_applies():
 @pytest.mark.parametrize("name, value", [
     ("preset", "turbo"), ("tau", -1), ("topP", 0), ("topP", 1.5), ("maxNewTokens", 2000), ("maxNewTokens", 8.5),
     ("contextTokens", 4), ("latencyBudgetMs", -5), ("debounceMs", True), ("kvCache", "full"), ("mode", "greedy"),
-    ("method", "beam"), ("dtype", "int8"), ("arBackend", "onnx"), ("trustRemoteCode", "yes"), ("dlmPath", ""),
+    ("method", "beam"), ("dtype", "int4"), ("arBackend", "onnx"), ("trustRemoteCode", "yes"), ("dlmPath", ""),
     ("logLevel", "loud"), ("scope", 0), ("temperature", -0.1)])
 def test_every_setting_is_validated(name, value):
     old = ServerSettings()
@@ -117,25 +117,48 @@ def test_range_context_and_reversed_ranges():
 def test_window_cuts_characters_before_tokens_and_counts_only_short_sides():
     counted = []
 
-    def count(text):  # one token per character, and remember what was tokenized
+    def starts(text):  # one token per character, and remember what was tokenized
         counted.append(len(text))
-        return len(text)
+        return list(range(len(text)))
 
     context = context_at(doc("p" * 100_000 + "s" * 100_000), types.Position(line=0, character=100_000))
-    gap = window(context, 1000, count)
+    gap = window(context, 1000, starts)
     assert (gap.prefix_tokens, gap.suffix_tokens) == (750, 250)  # both sides long: 3/4 before, 1/4 after
-    assert gap.prefix == "p" * 6000 and gap.suffix == "s" * 2000
-    assert counted == []  # a 5 MB file is never tokenized
+    assert gap.suffix == "s" * 2000
+    assert set(gap.prefix) == {"p"} and 750 - ANCHOR_CHARS <= len(gap.prefix) <= 750  # anchored, within budget
+    assert counted == [750 * 8]  # a 5 MB file is never tokenized: only the window's last characters
 
+    counted.clear()
     end_of_file = context_at(doc("p" * 100_000 + "s" * 30), types.Position(line=0, character=100_000))
-    gap = window(end_of_file, 1000, count)
+    gap = window(end_of_file, 1000, starts)
     assert (gap.prefix_tokens, gap.suffix_tokens) == (970, 30)  # the short suffix leaves the rest to the prefix
-    assert gap.suffix == "s" * 30 and counted == [30]
+    assert gap.suffix == "s" * 30 and counted == [30, 970 * 8]
 
     start_of_file = context_at(doc("p" * 100 + "s" * 100_000), types.Position(line=0, character=100))
-    gap = window(start_of_file, 1000, count)
+    gap = window(start_of_file, 1000, starts)
     assert (gap.prefix_tokens, gap.suffix_tokens) == (100, 900)
     assert gap.prefix == "p" * 100 and len(gap.suffix) == 900 * 8
+
+
+def test_a_long_prefix_window_starts_at_the_same_line_while_the_user_types():
+    """The decoder reuses the cached keys and values of the prompt's common start: a window that moved with
+    every keystroke would cost a full prefill per keystroke."""
+    def starts(text):  # one token per 3 characters
+        return list(range(0, len(text), 3))
+
+    lines = "".join(f"    value_{i} = compute({i}, other_{i})\n" for i in range(400))
+    typed = "    result = combine(value_1, value_2)\n"
+    windows = []
+    for n in range(len(typed) + 1):
+        prefix = lines + typed[:n]
+        cursor = types.Position(line=prefix.count("\n"), character=len(prefix) - prefix.rfind("\n") - 1)
+        gap = window(context_at(doc(prefix + "\n"), cursor), 512, starts)
+        assert prefix.endswith(gap.prefix)
+        assert len(starts(gap.prefix)) <= gap.prefix_tokens  # the decoder never cuts it again
+        assert gap.prefix.startswith("    value_")  # a whole line
+        windows.append(len(prefix) - len(gap.prefix))
+    assert len(set(windows)) <= 2  # the start moves at most once in a line of typing (crossing an anchor)
+    assert max(windows) - min(windows) <= ANCHOR_CHARS + 100
 
 
 @pytest.mark.parametrize("prefix, suffix, budget, kept", [
