@@ -13,6 +13,7 @@ from lsprotocol import types
 from benchmarks.execution import check_program, run_program
 from benchmarks.specs import task_context
 from benchmarks.tasks import load_tasks
+from decoding.ending import OPENERS, _indent
 from decoding.ending import ending as ending_at
 from lsp_server.text import Context, tidy, worth_showing
 
@@ -50,6 +51,21 @@ def test_a_block_after_an_opener_ends_at_a_dedent_or_at_the_code_that_follows():
     assert not rule.block
 
 
+def test_a_line_that_opens_a_block_comes_with_its_body():
+    """One line is the rule on a blank line before code at a lower indentation, but `with ... as f:` alone is
+    not code: the body comes with it, to the first line back at the opener's indentation."""
+    rule = ending(_ctx("    def read(self):\n        data = 1\n        ", "\n\n    def write(self):\n"))
+    assert not rule.block
+    opened = "with open(p) as f:\n            return f.read()\n\n    def write(self):\n"
+    assert rule("with open(p) as f:\n") is None and rule("with open(p) as f:\n            return f.read()\n") is None
+    assert rule(opened) == "with open(p) as f:\n            return f.read()\n"
+    assert rule("x = f(1)\n        y") == "x = f(1)"  # not an opener: one line
+    call = "x = f(\n            1,\n        )\n        y = 2\n"
+    assert rule(call) == "x = f(\n            1,\n        )"  # the closing bracket belongs to it
+    inside = ending(_ctx("    total = f(", ")\n    return total\n"))  # code after the cursor: one line
+    assert inside("a, [\n 1]") == "a, ["
+
+
 def test_blank_answers_and_repeats_of_the_suffix_are_not_shown():
     ctx = _ctx("def f():\n    ", "\n    return x\n")
     assert not worth_showing("  \n ", ctx)
@@ -67,7 +83,10 @@ def test_a_model_that_writes_the_reference_gets_the_reference(name):
         rule = ending(context)
         written = task.canonical_solution + task.suffix
         text = tidy(rule(written) or written, context)
-        if "single" in name or rule.block:
+        first, *body = task.canonical_solution.split("\n")
+        one_block = first.rstrip().endswith(OPENERS) and all(  # the reference is one opener and its body
+            not line.strip() or _indent(line) > _indent(context.prefix.rpartition("\n")[2] + "x") for line in body)
+        if "single" in name or rule.block or one_block:
             assert text == task.canonical_solution, task.task_id
 
 
