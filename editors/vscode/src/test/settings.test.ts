@@ -52,7 +52,7 @@ test('ranges and enums match the server contract', () => {
     for (const device of ['gpu', 'cuda:', 'cuda:x', 'CPU']) bad('device', device);
     assert.deepEqual(schema.preset.enum, ['fast', 'balanced', 'accurate']);
     assert.equal(schema.preset.default, 'balanced');
-    assert.deepEqual(schema.dtype.enum, ['auto', 'float32', 'bfloat16', 'float16']);
+    assert.deepEqual(schema.dtype.enum, ['auto', 'float32', 'bfloat16', 'float16', 'int8']);
     assert.deepEqual(schema.arBackend.enum, ['torch']);
     assert.deepEqual(schema.method.enum!.filter((v) => v !== null), ['auto', 'verified', 'ar', 'codila', 'codila-top1', 'dlm']);
     assert.deepEqual(schema.mode.enum!.filter((v) => v !== null), ['static', 'dynamic']);
