@@ -91,8 +91,8 @@ class DraftMeter:
     it pays when the drafts it yields make up for that: (1 + drafts accepted per drafting pass) / its time
     against 1 / a plain pass's time, tokens per millisecond. Each is a moving average of what verified decoding
     measured. Every `explore`-th round takes the other choice, so neither estimate goes stale when the machine,
-    the load or the code being written changes. The output never depends on it: verified keeps exactly the
-    base's greedy tokens, drafted or not.
+    the load or the code being written changes. The output does not depend on it: verified keeps the base's
+    greedy tokens, drafted or not (with int8 weights up to near-ties: docs/decoding.md).
 
     Measured on 2 CPU cores with int8 weights: a drafting pass 65 ms, a plain one 35 ms, 1.25 tokens per
     drafting pass: drafting loses, and the meter keeps to plain passes there.

@@ -41,7 +41,7 @@ def quantize_int8(model: nn.Module) -> int:
         setattr(parent, attr, Int8Linear.from_float(linear))
         del linear
     embedding = model.get_input_embeddings()
-    for module in model.modules():  # norms, adapters, rotary buffers: float32 (the activations' dtype)
+    for module in model.modules():  # norms and adapters: float32, the activations' dtype
         if module is not embedding and not isinstance(module, Int8Linear):
             for param in module.parameters(recurse=False):
                 param.data = param.data.float()
