@@ -520,21 +520,10 @@ class PretrainConfig(TrainerConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DraftConfig(TrainerConfig):
-    """One run training the drafting adapter of a causal-context DLM (training.draft): the default model's."""
+class LoraRunConfig(TrainerConfig):
+    """The rows of a LoRA run over a frozen causal-context DLM (training.lora_run's loop): training.draft's and
+    training.executor's, with the same defaults."""
 
-    base: str = shared(BASE, default="base:qwen2.5-coder-0.5b", help="the causal fill-in-the-middle base: "
-                       "base:NAME, a .gguf file or a model folder")
-    output: str = shared(OUTPUT, help="run folder: checkpoint.pt, log.jsonl (keep it outside the repository)")
-    export: str = shared(EXPORT)
-    resume: bool = shared(RESUME)
-    # samples: a cut in a source file, tokenised as the editor sends it
-    prefix_tokens: int = shared(PREFIX_TOKENS)
-    suffix_tokens: int = shared(SUFFIX_TOKENS)
-    middle_tokens: int = shared(MIDDLE_TOKENS, low=3, help="middle tokens: frontiers and drafted positions lie in them")
-    blocks: int = shared(BLOCKS, help="blocks of masks (frontiers) per sample, sharing one context pass")
-    block_sizes: tuple[int, ...] = shared(BLOCK_SIZE, name="block_sizes", default=(4, 8), many="comma",
-                                          help="K, the masks of a block, drawn from these per sample")
     # optimisation
     lr: float = shared(LR, default=3e-4, help="learning rate (AdamW), constant after warmup")
     warmup_steps: int = shared(WARMUP_STEPS, default=20)
@@ -553,6 +542,24 @@ class DraftConfig(TrainerConfig):
     lora_rank: int = shared(LORA_RANK, default=16, low=1)
     lora_alpha: float = shared(LORA_ALPHA, default=32.0)
 
+
+@dataclass(frozen=True, kw_only=True)
+class DraftConfig(LoraRunConfig):
+    """One run training the drafting adapter of a causal-context DLM (training.draft): the default model's."""
+
+    base: str = shared(BASE, default="base:qwen2.5-coder-0.5b", help="the causal fill-in-the-middle base: "
+                       "base:NAME, a .gguf file or a model folder")
+    output: str = shared(OUTPUT, help="run folder: checkpoint.pt, log.jsonl (keep it outside the repository)")
+    export: str = shared(EXPORT)
+    resume: bool = shared(RESUME)
+    # samples: a cut in a source file, tokenised as the editor sends it
+    prefix_tokens: int = shared(PREFIX_TOKENS)
+    suffix_tokens: int = shared(SUFFIX_TOKENS)
+    middle_tokens: int = shared(MIDDLE_TOKENS, low=3, help="middle tokens: frontiers and drafted positions lie in them")
+    blocks: int = shared(BLOCKS, help="blocks of masks (frontiers) per sample, sharing one context pass")
+    block_sizes: tuple[int, ...] = shared(BLOCK_SIZE, name="block_sizes", default=(4, 8), many="comma",
+                                          help="K, the masks of a block, drawn from these per sample")
+
     def check_together(self) -> None:
         if max(self.block_sizes) + 2 > self.middle_tokens:
             raise ValueError("the middle must hold a block and the two tokens around it: "
@@ -560,7 +567,7 @@ class DraftConfig(TrainerConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutorConfig(TrainerConfig):
+class ExecutorConfig(LoraRunConfig):
     """One run training the executor of a causal-context DLM (training.executor): the default model's."""
 
     dlm: str | None = shared(DLM, nullable=True, help="the causal-context DLM whose marginals the executor reads, "
@@ -582,23 +589,6 @@ class ExecutorConfig(TrainerConfig):
     suffix_tokens: int = shared(SUFFIX_TOKENS)
     middle_tokens: int = shared(MIDDLE_TOKENS, help="middle tokens: the blocks lie in them")
     blocks: int = shared(BLOCKS)
-    # optimisation
-    lr: float = shared(LR, default=3e-4, help="learning rate (AdamW), constant after warmup")
-    warmup_steps: int = shared(WARMUP_STEPS, default=20)
-    max_grad_norm: float = shared(MAX_GRAD_NORM, default=1.0)
-    batch_size: int = shared(BATCH_SIZE, default=8, help="samples per optimiser step (accumulated one at a time)")
-    # budget, checkpoints and logs
-    max_minutes: float = shared(MAX_MINUTES, default=60.0, help="train this many more minutes in this invocation")
-    max_steps: int = shared(MAX_STEPS, default=100_000, help="stop at this total step")
-    save_every: int = shared(SAVE_EVERY, default=10)
-    eval_every: int = shared(EVAL_EVERY, default=50)
-    eval_samples: int = shared(EVAL_SAMPLES)
-    # machine
-    threads: int = shared(THREADS, default=2)
-    seed: int = shared(SEED)
-    # LoRA
-    lora_rank: int = shared(LORA_RANK, default=16, low=1)
-    lora_alpha: float = shared(LORA_ALPHA, default=32.0)
 
     def check_together(self) -> None:
         if self.block_size > self.middle_tokens:
