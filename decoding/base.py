@@ -56,12 +56,14 @@ class Base:
     """A pretrained model that PyPI wheels carry as one GGUF file, whole or in pieces.
 
     parts: the wheels whose files, joined in this order, make the GGUF; file_sha256: the whole file's hash,
-    checked before conversion.
+    checked before conversion. int8_keep_float: the Linear layers that stay float when the model runs in int8
+    on a CPU (decoding.quantize says how they were found); DLMs trained on the base write it into their config.
     """
 
     parts: tuple[Part, ...]
     file_sha256: str
     licence: str
+    int8_keep_float: tuple[str, ...] = ()
 
 
 _QWEN_WHEELS = (
@@ -80,6 +82,7 @@ BASES = {
                     for i, digest in enumerate(_QWEN_WHEELS, start=1)),
         file_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         licence="Apache-2.0",
+        int8_keep_float=tuple(f"model.layers.{i}.mlp.down_proj" for i in (0, 2, 23)),
     ),
 }
 

@@ -35,7 +35,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from decoding.healing import Healing, TokenTexts
-from decoding.quantize import output_rows
+from decoding.quantize import is_int8, output_rows
 from decoding.result import Cancelled, DecodeResult, DecodeStats, StepInfo
 
 FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
@@ -229,11 +229,23 @@ def prefill(fim: FimLM, ids: list[int]) -> tuple[DynamicCache, torch.Tensor, int
             kv = DynamicCache()
     else:
         kv = DynamicCache()
-    new = torch.tensor([ids[reused:]], device=fim.device)  # (1, T)
     with fim.adapter_off():
-        out = fim.model(input_ids=new, past_key_values=kv, use_cache=True, logits_to_keep=1,
-                        position_ids=torch.arange(reused, len(ids), device=fim.device)[None])
+        if reused == 0 and len(ids) > 1 and is_int8(fim.model):
+            # the first token alone: it is the attention sink, whose activations are ~30x every other token's
+            # in some layers; in one pass with the rest, int8's one activation scale per pass would flatten
+            # every other token to a few levels (the FIM middle then degenerates into whitespace)
+            kv = _forward(fim, ids[:1], 0, kv).past_key_values
+            reused_here = 1
+        else:
+            reused_here = reused
+        out = _forward(fim, ids[reused_here:], reused_here, kv)
     return out.past_key_values, out.logits[0, -1].float(), reused
+
+
+def _forward(fim: FimLM, ids: list[int], start: int, kv: DynamicCache):
+    """The base (adapter as switched by the caller) over `ids` at positions start..; logits of the last only."""
+    return fim.model(input_ids=torch.tensor([ids], device=fim.device), past_key_values=kv, use_cache=True,
+                     logits_to_keep=1, position_ids=torch.arange(start, start + len(ids), device=fim.device)[None])
 
 
 def keep(fim: FimLM, ids: list[int], kv: DynamicCache) -> None:

@@ -408,7 +408,7 @@ def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", tr
 
     dtype int8, or auto on a CPU for a model whose config.json says `codila_cpu_dtype: "int8"` (the default
     model: its card measures int8 against bfloat16) unless int8_ok is False: int8 Linear weights
-    (decoding.quantize)."""
+    (decoding.quantize), but for the Linear layers its `codila_int8_keep_float` names."""
     raw = source.config()
     int8 = dtype == INT8 or (dtype == "auto" and dev.type == "cpu" and int8_ok and raw.get("codila_cpu_dtype") == INT8)
     if int8 and dev.type != "cpu":
@@ -426,7 +426,7 @@ def load_fim_dlm(source: ModelSource, dev: torch.device, dtype: str = "auto", tr
         setattr(model.config, key, value)
     _freeze(model)
     if int8:
-        quantize_int8(model)
+        quantize_int8(model, raw.get("codila_int8_keep_float", ()))
     tokenizer = load_tokenizer(source.tokenizer_folder, trust_remote_code)
     check_tokenizer(tokenizer, output_rows(model), source.tokenizer_folder)
     fim = wrap_fim(model, tokenizer, drafting=drafter is not None)

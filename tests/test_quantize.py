@@ -67,14 +67,31 @@ def test_the_adapter_off_is_the_int8_base_alone(folders, int8):
     assert not torch.equal(on, reference)
 
 
-def _marked(adapter, folder):
+def _marked(adapter, folder, **extra):
     """A copy of the adapter folder whose config.json asks for int8 on a CPU, as the default model's does."""
     folder.mkdir()
     for f in adapter.iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "codila_cpu_dtype": "int8"}))
+    (folder / "config.json").write_text(json.dumps({**config, "codila_cpu_dtype": "int8", **extra}))
     return folder
+
+
+def test_the_layers_a_model_keeps_float_stay_float_and_a_wrong_name_fails_at_load(folders, int8, tmp_path):
+    """`codila_int8_keep_float` (the default model names the down projections whose activation outliers int8
+    cannot hold) keeps those Linear layers float, their adapter included; a name the model lacks is an error."""
+    kept = "model.layers.0.mlp.down_proj"
+    models = load_models(_marked(folders[1], tmp_path / "dlm", codila_int8_keep_float=[kept]), device="cpu")
+    plain, quantized = _linears(models.dlm.model)
+    assert len(plain) == 1 and plain[0].endswith(kept + ".base_layer")
+    assert len(quantized) == len(_linears(int8.dlm.model)[1]) - 1
+    assert models.dlm.model.get_submodule(plain[0]).weight.dtype == torch.float32
+    ar = infill(models, PREFIX, SUFFIX, preset("balanced", method="ar", max_new_tokens=12, token_healing=False))
+    verified = infill(models, PREFIX, SUFFIX, preset("balanced", block_size=4, max_new_tokens=12, token_healing=False))
+    assert ar.tokens and verified.tokens == ar.tokens
+    wrong = _marked(folders[1], tmp_path / "wrong", codila_int8_keep_float=["model.layers.0.mlp.down"])
+    with pytest.raises(ValueError, match="has no such Linear"):
+        load_models(wrong, device="cpu")
 
 
 def test_auto_picks_int8_only_where_the_models_config_says_so(folders, tmp_path):
