@@ -36,6 +36,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrai
 from transformers import PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from decoding.base import is_model_reference, resolve_model_path
+from decoding.config import DECODE_SETTINGS
 from decoding.quantize import is_int8, output_rows, quantize_int8
 from decoding.fim import FimLM, wrap_fim
 from decoding.soft import VocabAlignment
@@ -478,9 +479,14 @@ def check_codila_tau(tau: object, where: str) -> None:
 
 
 def check_codila_block_size(block_size: object, where: str) -> None:
-    """Raise ValueError (naming `where`) unless block_size is a block size an executor can be trained for (1..16)."""
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= 16:
-        raise ValueError(f"{where} must be an integer block size in 1..16; got {block_size!r}")
+    """Raise ValueError (naming `where`) unless block_size is one the `block_size` setting accepts."""
+    try:
+        _BLOCK_SIZE.check(block_size)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+_BLOCK_SIZE = next(setting for setting in DECODE_SETTINGS if setting.name == "block_size")
 
 
 def load_ar(

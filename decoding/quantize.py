@@ -3,7 +3,7 @@
 On a CPU one decoding pass reads every weight once, so its time is the bytes it reads. With the Linear
 weights stored as int8 (one scale per output channel) a pass reads half of what bfloat16 reads; activations
 stay float32 and are quantized per pass by the kernels (fbgemm / oneDNN). Measured on 2 cores, Qwen2.5-Coder-
-0.5B with 464 cached tokens: one position 31 ms in int8 against 96 ms in bfloat16; a 464-token prefill is
+0.5B with 464 cached tokens: one position 35 ms in int8 against 96 ms in bfloat16; a 464-token prefill is
 compute-bound and about the same in both (~1.6 s).
 
 What changes: every nn.Linear of the base (the LM head included) becomes a dynamic int8 Linear, except those

@@ -78,14 +78,18 @@ def test_dynamic_without_tau_uses_the_ars_own_threshold(tiny_models, monkeypatch
     assert static.stats.tau is None  # no threshold in force
 
 
-def test_a_bad_codila_tau_in_the_ar_config_is_refused_at_load(tiny_model_dirs, tmp_path):
+def test_a_bad_codila_tau_or_block_size_in_the_ar_config_is_refused_at_load(tiny_model_dirs, tmp_path):
     ar = tmp_path / "ar"
     shutil.copytree(tiny_model_dirs[1], ar)
     config = json.loads((ar / "config.json").read_text())
     (ar / "config.json").write_text(json.dumps({**config, "codila_tau": "high"}))
     with pytest.raises(ValueError, match="codila_tau must be a number of nats"):
         load_ar(ar, device="cpu")
-    (ar / "config.json").write_text(json.dumps({**config, "codila_tau": 5}))
+    # the block_size setting's own range (decoding.config), named with the file it came from
+    (ar / "config.json").write_text(json.dumps({**config, "codila_block_size": 17}))
+    with pytest.raises(ValueError, match=r"config.json: codila_block_size: block_size must be between 1 and 16"):
+        load_ar(ar, device="cpu")
+    (ar / "config.json").write_text(json.dumps({**config, "codila_tau": 5, "codila_block_size": 8}))
     assert load_ar(ar, device="cpu").tau == 5
 
 

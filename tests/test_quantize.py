@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
+from decoding import fim as F
 from decoding import infill, preset
 from decoding.models import base_slice, load_ar, load_fim_base, load_models
 from decoding.quantize import is_int8
@@ -45,7 +46,7 @@ def test_int8_quantizes_every_base_linear_and_keeps_the_adapter_float(int8):
 
 def test_verified_on_int8_is_the_int8_bases_greedy_middle(int8):
     """Exact here; on the real base only up to near-ties: a pass quantizes its activations with one scale for all
-    its positions, so a verifying pass can tip a tie the one-token pass would not (207 of 240 public middles)."""
+    its positions, so a verifying pass can tip a tie the one-token pass would not (218 of 240 public middles)."""
     ar = infill(int8, PREFIX, SUFFIX, preset("balanced", method="ar", max_new_tokens=24, token_healing=False))
     assert ar.tokens
     for k in (2, 4):
@@ -65,6 +66,24 @@ def test_the_adapter_off_is_the_int8_base_alone(folders, int8):
         on = fim.model(input_ids=ids).logits
     assert torch.equal(off, reference)
     assert not torch.equal(on, reference)
+
+
+def test_a_cold_prompt_gets_what_a_prompt_cache_holding_its_first_token_gets(int8):
+    """The first token is the attention sink (activations ~30x the rest's on the real base), so a cold int8
+    prefill runs it alone: otherwise its pass's one activation scale would flatten the whole prompt, and a cold
+    request would answer differently from one whose cache already holds that token."""
+    fim = int8.dlm.fim
+    ids = fim.prompt(fim.tokenizer.encode(PREFIX, add_special_tokens=False),
+                     fim.tokenizer.encode(SUFFIX, add_special_tokens=False))
+    with torch.inference_mode():
+        fim.forget_prompt()
+        _, cold, reused = F.prefill(fim, ids)
+        assert reused == 0
+        other = [ids[0], *reversed(ids[1:])]  # shares the first token only
+        kv, _, _ = F.prefill(fim, other)
+        F.keep(fim, other, kv)
+        _, warm, reused = F.prefill(fim, ids)
+    assert reused == 1 and torch.equal(cold, warm)
 
 
 def _marked(adapter, folder, **extra):
