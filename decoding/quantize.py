@@ -41,9 +41,13 @@ class Int8Linear(DynamicLinear):
     """torch's dynamic int8 Linear, with 8-bit activations where the CPU accumulates int8 products in int32
     (VNNI), 7-bit elsewhere (as torch does everywhere)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reduce_range = not has_vnni()  # chosen once, here: every pass runs the same kernel
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params,
-                                                  reduce_range=not has_vnni()).to(x.dtype)
+                                                  reduce_range=self.reduce_range).to(x.dtype)
 
 
 @lru_cache(maxsize=1)
