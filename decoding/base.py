@@ -101,6 +101,12 @@ def is_model_reference(path: str | Path) -> bool:
     return text.startswith(BASE_PREFIX) or text.lower().endswith(".gguf")
 
 
+def registered_base(path: str | Path) -> Base | None:
+    """The registered base `path` names (`base:NAME`), or None for anything else (a folder, a .gguf file)."""
+    text = str(path)
+    return BASES.get(text[len(BASE_PREFIX):]) if text.startswith(BASE_PREFIX) else None
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """A loadable Hugging Face folder for `path`: `base:NAME` and .gguf files are converted (once, cached);
     anything else is returned unchanged."""

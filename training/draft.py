@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from decoding.base import BASE_PREFIX, BASES
+from decoding.base import registered_base
 from training.config import LORA_TARGETS, DraftConfig
 from training.corpus import read_text, split_validation, stdlib_files
 from training.lora_run import load_adapter, run, start, training_note, write_adapter
@@ -199,8 +199,8 @@ def export(model, config: DraftConfig, out: Path, note: dict) -> Path:
     config.json with the DLM's layout (decoding.models reads `codila_dlm_layout`) and int8 weights on a CPU
     (`codila_cpu_dtype`: the default model's card measures them against bfloat16: the same tasks pass, each
     pass reads half the bytes), with the Linear layers a registered base keeps float in int8."""
-    name = config.base[len(BASE_PREFIX):] if config.base.startswith(BASE_PREFIX) else None
-    keep = list(BASES[name].int8_keep_float) if name in BASES else []
+    base = registered_base(config.base)
+    keep = list(base.int8_keep_float) if base is not None else []
     return write_adapter(model, out, config.base, {"codila_dlm_layout": "fim", "dlm_logit_shift": True,
                                                    "codila_cpu_dtype": "int8", "codila_int8_keep_float": keep,
                                                    "codila_training": note})
